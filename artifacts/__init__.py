@@ -1,0 +1,1 @@
+"""The shipped, trained models (package data): one self-describing .onnx file each."""

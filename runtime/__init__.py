@@ -1,0 +1,33 @@
+"""seqgen: small character-level recurrent models, run from one ONNX file with onnxruntime and numpy.
+
+    import seqgen
+    model = seqgen.load()                 # the shipped default model
+    model.predict("To be or not to b")    # [('e', 0.97), ...]
+    model.generate("ROMEO:", 200, temperature=0.8, seed=1)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import SeqgenError
+from .model import Model, Score
+from .modelfile import shipped_models
+from .sampling import Sampling
+from .session import Session
+from .vocab import BOUNDARY, Vocabulary
+
+__version__ = "0.1.0"
+__all__ = ["BOUNDARY", "Model", "Sampling", "Score", "SeqgenError", "Session", "Vocabulary", "load",
+           "shipped_models"]
+
+
+def load(path: str | Path | None = None, *, threads: int = 1, verify: bool = True) -> Model:
+    """Load a model file, or a shipped model by short name; None loads the default model.
+
+    `threads` is onnxruntime's intra-op thread count (1 is fastest on small machines);
+    `verify` checks the weights against the sha256 recorded in the file.
+    """
+    from . import modelfile  # noqa: PLC0415 - keep the namespace small
+
+    return Model(modelfile.read(path, verify=verify), threads=threads)

@@ -1,0 +1,91 @@
+"""Text generation: prompts in, new characters out, one step per character for the whole batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from .errors import SeqgenError
+from .sampling import Sampling
+from .session import Session
+from .vocab import BOUNDARY
+
+
+def stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Normalise the `stop` argument to a tuple of non-empty strings."""
+    if stop is None:
+        return ()
+    stops = (stop,) if isinstance(stop, str) else tuple(stop)
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise SeqgenError("stop strings must be non-empty text; remove the empty one")
+    return stops
+
+
+class StopMatcher:
+    """Holds back text that may be the start of a stop string, so a stop string is never emitted."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.pending = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """Add generated text; return (text safe to emit, whether a stop string was reached)."""
+        self.pending += text
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            emit, self.pending = self.pending[: min(hits)], ""
+            return emit, True
+        hold = 0
+        for s in self.stops:
+            hold = max(hold, next((n for n in range(min(len(s) - 1, len(self.pending)), 0, -1)
+                                   if self.pending.endswith(s[:n])), 0))
+        cut = len(self.pending) - hold
+        emit, self.pending = self.pending[:cut], self.pending[cut:]
+        return emit, False
+
+    def flush(self) -> str:
+        """The held-back text, at the end of generation."""
+        emit, self.pending = self.pending, ""
+        return emit
+
+
+def prompt_session(model, prompts: Sequence[str]) -> Session:  # noqa: ANN001 - Model, avoiding a cycle
+    """A Session holding each prompt, each processed once at batch 1 (so results match batch 1 exactly)."""
+    singles: dict[str, Session] = {}
+    for prompt in prompts:
+        if prompt not in singles:
+            single = Session(model)
+            single.feed(prompt)
+            singles[prompt] = single
+    return Session.stack([singles[p] for p in prompts])
+
+
+def stream_rows(
+    session: Session,
+    max_new_chars: int,
+    options: Sampling,
+    stop: tuple[str, ...],
+    rng: np.random.Generator,
+) -> Iterator[list[str]]:
+    """Step all sequences together; yield each step's new text per row ("" for finished rows)."""
+    if not isinstance(max_new_chars, int) or max_new_chars < 0:
+        raise SeqgenError(f"max_new_chars must be an integer >= 0, got {max_new_chars!r}")
+    chars = np.array(("",) + session.model.vocab.chars, dtype=object)
+    rows = session.batch_size
+    done = np.zeros(rows, bool)
+    matchers = [StopMatcher(stop) for _ in range(rows)] if stop else None
+    for _ in range(max_new_chars):
+        ids = session.sample(options, rng)
+        pieces = chars[np.where(done, BOUNDARY, ids)].tolist()
+        done |= ids == BOUNDARY
+        if matchers is not None:
+            for row, piece in enumerate(pieces):
+                if piece:
+                    pieces[row], hit = matchers[row].push(piece)
+                    done[row] |= hit
+        yield pieces
+        if done.all():
+            break
+    if matchers is not None:
+        yield [m.flush() for m in matchers]

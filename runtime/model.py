@@ -1,0 +1,230 @@
+"""Model: a loaded seqgen file with predict, generate, score and stateful sessions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from . import modelfile
+from .errors import SeqgenError
+from .generate import prompt_session, stop_strings, stream_rows
+from .sampling import Sampling
+from .session import Session
+from .vocab import BOUNDARY
+
+SCORE_BATCH = 256
+"""Line items scored together in one call."""
+
+
+@dataclass(frozen=True)
+class Score:
+    """How well a model predicts a text: one log-probability (nats) per predicted token."""
+
+    logprobs: np.ndarray
+
+    @property
+    def tokens(self) -> int:
+        return int(self.logprobs.size)
+
+    @property
+    def loss(self) -> float:
+        """Mean negative log-likelihood in nats per token."""
+        return float(-self.logprobs.mean())
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.loss / math.log(2)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+
+def _ort_session(data: bytes, path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: the runtime reports problems itself
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SeqgenError(f"{path}: onnxruntime cannot load the graph ({first_line}); re-export the model") from None
+
+
+class Model:
+    """A seqgen model ready to run on the CPU. Safe to share between threads."""
+
+    def __init__(self, file: modelfile.ModelFile, *, threads: int = 1) -> None:
+        if not isinstance(threads, int) or threads < 1:
+            raise SeqgenError(f"threads must be an integer >= 1, got {threads!r}")
+        self.file = file
+        self.vocab = file.vocab
+        self.ort = _ort_session(file.data, file.path, threads)
+        self.state_names = ("state", "cell") if file.cell == "lstm" else ("state",)
+        self.output_names = ["logits"] + [f"{n}_out" for n in self.state_names]
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        inputs = {i.name: i for i in self.ort.get_inputs()}
+        outputs = {o.name: o for o in self.ort.get_outputs()}
+        wanted_in = {"tokens": ("tensor(int64)", 2), **{n: ("tensor(float)", 3) for n in self.state_names}}
+        wanted_out = {"logits": ("tensor(float)", 3), **{f"{n}_out": ("tensor(float)", 3) for n in self.state_names}}
+        for kind, have, wanted in (("input", inputs, wanted_in), ("output", outputs, wanted_out)):
+            for name, (dtype, rank) in wanted.items():
+                arg = have.get(name)
+                if arg is None or arg.type != dtype or len(arg.shape) != rank:
+                    raise SeqgenError(f"{self.path}: graph lacks {kind} {name!r} ({dtype}, rank {rank}); "
+                                      "it is not a seqgen step graph, re-export it")
+        width = outputs["logits"].shape[2]
+        if isinstance(width, int) and width != self.vocab.size:
+            raise SeqgenError(f"{self.path}: logits have width {width} but the vocabulary has {self.vocab.size} "
+                              "tokens; the file was edited or damaged, re-export it")
+
+    @property
+    def path(self) -> Path:
+        """The file this model was loaded from."""
+        return self.file.path
+
+    @property
+    def info(self) -> dict[str, object]:
+        """The file's metadata (format version, cell, sizes, vocabulary, training facts)."""
+        return self.file.info
+
+    def session(self, batch_size: int = 1) -> Session:
+        """A fresh stateful Session: feed text, read or sample the next character, save/load state."""
+        return Session(self, batch_size)
+
+    def with_unknown(self, unknown: str, replacement: str | None = None) -> Model:
+        """This model with another policy for characters outside the vocabulary (shares the graph)."""
+        clone = object.__new__(Model)
+        clone.__dict__.update(self.__dict__)
+        clone.vocab = self.vocab.with_policy(unknown, replacement)
+        return clone
+
+    # -- next character ----------------------------------------------------------------------
+
+    def predict(self, text: str, k: int = 5) -> list[tuple[str, float]]:
+        """The k most likely next characters after `text`, with probabilities, most likely first.
+
+        For line-item models the end of the item is the empty string.
+        """
+        return self.predict_batch([text], k)[0]
+
+    def predict_batch(self, texts: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
+        """`predict` for many texts."""
+        if not isinstance(k, int) or k < 1:
+            raise SeqgenError(f"k must be an integer >= 1, got {k!r}")
+        if isinstance(texts, str):
+            raise SeqgenError("predict_batch takes a list of texts; for one text use predict")
+        if not texts:
+            return []
+        probs = prompt_session(self, texts).distribution()
+        k = min(k, self.vocab.size if self.file.line_items else self.vocab.size - 1)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [[(self.vocab.char(int(t)), float(p[t])) for t in row] for p, row in zip(probs, top)]
+
+    # -- generation --------------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt: str = "",
+        max_new_chars: int = 200,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Yield new text as it is made (stop strings are never emitted)."""
+        options = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+        stops = stop_strings(stop)
+        session = prompt_session(self, [prompt])
+        for pieces in stream_rows(session, max_new_chars, options, stops, np.random.default_rng(seed)):
+            if pieces[0]:
+                yield pieces[0]
+
+    def generate(self, prompt: str = "", max_new_chars: int = 200, **sampling: object) -> str:
+        """New text after `prompt` (the prompt itself is not included). Options as in `stream`."""
+        return "".join(self.stream(prompt, max_new_chars, **sampling))  # type: ignore[arg-type]
+
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        max_new_chars: int = 200,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        """New text for each prompt, all sequences advanced together by one batched step per character."""
+        if isinstance(prompts, str):
+            raise SeqgenError("generate_batch takes a list of prompts; for one prompt use generate")
+        if not prompts:
+            return []
+        options = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+        stops = stop_strings(stop)
+        session = prompt_session(self, prompts)
+        texts = [[] for _ in prompts]
+        for pieces in stream_rows(session, max_new_chars, options, stops, np.random.default_rng(seed)):
+            for text, piece in zip(texts, pieces):
+                text.append(piece)
+        return ["".join(t) for t in texts]
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def score(self, text: str) -> Score:
+        """Log-probability of each character of `text` given the ones before it.
+
+        Running-text models score the whole text with carried state. Line-item models score each
+        non-empty line as an item from a fresh state, its end-of-item token included.
+        """
+        if self.file.line_items:
+            return self._score_items([line for line in text.split("\n") if line])
+        ids = self.vocab.encode(text)
+        if ids.size == 0:
+            raise SeqgenError("nothing to score: the text is empty (after the unknown-character policy)")
+        logprobs, done = [], 0
+        for logits in self.session().chunk_logits(ids[None, :-1]):  # state carries across chunks
+            width = logits.shape[1]
+            logprobs.append(_log_softmax_at(logits[0], ids[done : done + width]))
+            done += width
+        return Score(np.concatenate(logprobs))
+
+    def _score_items(self, items: list[str]) -> Score:
+        if not items:
+            raise SeqgenError("nothing to score: the text has no non-empty lines")
+        encoded = [self.vocab.encode(item) for item in items]
+        logprobs = []
+        for start in range(0, len(encoded), SCORE_BATCH):
+            group = encoded[start : start + SCORE_BATCH]
+            width = max(len(ids) for ids in group) + 1
+            targets = np.full((len(group), width), -1, np.int64)
+            for row, ids in enumerate(group):
+                targets[row, : len(ids)] = ids
+                targets[row, len(ids)] = BOUNDARY
+            inputs = np.where(targets[:, :-1] < 0, BOUNDARY, targets[:, :-1])
+            logits = np.concatenate(list(self.session(len(group)).chunk_logits(inputs)), axis=1)
+            mask = targets >= 0
+            logprobs.append(_log_softmax_at(logits[mask], targets[mask]))
+        return Score(np.concatenate(logprobs))
+
+
+def _log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """log softmax(logits)[target] for each row of `logits` ([n, vocab])."""
+    top = logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+    return logits[np.arange(len(targets)), targets] - log_norm

@@ -1,0 +1,186 @@
+"""The seqgen model file: one ONNX file whose metadata_props describe everything needed to use it.
+
+This module reads and checks a file (see docs/model-format.md) without the onnx package, and
+finds the shipped models by short name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SeqgenError
+from .vocab import Vocabulary
+from .wire import BYTES, VARINT, WireError, fields
+
+FORMAT_VERSION = 1
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+PREFIX = "seqgen."
+REQUIRED_KEYS = ("format_version", "vocabulary", "cell", "layers", "hidden_size", "embedding_size", "vocab_size")
+DEFAULT_MODEL = "shakespeare"
+# Limits that no sensible character model reaches; larger declared sizes mean a damaged or hostile file.
+MAX_LAYERS, MAX_HIDDEN, MAX_VOCAB = 64, 65_536, 1_114_113
+
+# Field numbers of onnx.proto that the checks below read.
+_MODEL_GRAPH, _MODEL_METADATA = 7, 14
+_GRAPH_INITIALIZER = 5
+_TENSOR_DATA_LOCATION, _TENSOR_EXTERNAL_DATA = 14, 13
+_EXTERNAL = 1
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A checked model file: its bytes (for onnxruntime), metadata and vocabulary."""
+
+    path: Path
+    data: bytes
+    metadata: dict[str, str]
+    vocab: Vocabulary
+    cell: str
+    layers: int
+    hidden_size: int
+    embedding_size: int
+    line_items: bool
+
+    @property
+    def info(self) -> dict[str, object]:
+        """Metadata with the seqgen prefix removed and JSON/number values decoded."""
+        info: dict[str, object] = {}
+        for key, value in self.metadata.items():
+            name = key.removeprefix(PREFIX)
+            try:
+                info[name] = json.loads(value)
+            except ValueError:
+                info[name] = value
+        info["vocabulary"] = "".join(self.vocab.chars)
+        return info
+
+
+def artifacts_dir() -> Path:
+    """Folder of the shipped models (package data)."""
+    from . import artifacts  # noqa: PLC0415 - a tiny package, imported only when a model is resolved
+
+    return Path(artifacts.__file__).parent
+
+
+def shipped_models() -> list[str]:
+    """Short names of the shipped models, sorted."""
+    return sorted(p.stem for p in artifacts_dir().glob("*.onnx"))
+
+
+def resolve(model: str | Path | None) -> Path:
+    """A path for a model argument: None is the default model, a short name is a shipped model."""
+    if model is None:
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.exists() or path.suffix == ".onnx" or len(path.parts) > 1:
+        return path
+    shipped = artifacts_dir() / f"{model}.onnx"
+    if shipped.exists():
+        return shipped
+    raise SeqgenError(
+        f"no model file or shipped model named {str(model)!r}; give a path to a .onnx file "
+        f"or one of: {', '.join(shipped_models()) or '(none shipped)'}"
+    )
+
+
+def graph_sha256(data: bytes) -> str:
+    """sha256 of the serialized graph (operators and weights) inside an ONNX file's bytes."""
+    for number, kind, value in fields(data):
+        if number == _MODEL_GRAPH and kind == BYTES:
+            return hashlib.sha256(value).hexdigest()
+    raise WireError("no graph")
+
+
+def read(model: str | Path | None = None, *, verify: bool = True) -> ModelFile:
+    """Read and check a model file; every problem is one SeqgenError naming the file and the fix."""
+    path = resolve(model)
+    if not path.exists():
+        raise SeqgenError(f"model file {path} does not exist; check the path or use a shipped model name")
+    if path.is_dir():
+        raise SeqgenError(f"model path {path} is a directory; give the .onnx file inside it")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SeqgenError(f"cannot read model file {path}: {exc.strerror}; check its permissions") from None
+    if not data:
+        raise SeqgenError(f"model file {path} is empty; export or download it again")
+    try:
+        metadata, graph = _scan(data)
+    except WireError:
+        raise SeqgenError(f"{path} is not a readable ONNX file (truncated or not ONNX); export it again") from None
+    if graph is None:
+        raise SeqgenError(f"{path} has no graph; it is not a complete ONNX model, export it again")
+    return _checked(path, data, metadata, graph, verify)
+
+
+def _scan(data: bytes) -> tuple[dict[str, str], memoryview | None]:
+    metadata: dict[str, str] = {}
+    graph = None
+    for number, kind, value in fields(data):
+        if number == _MODEL_GRAPH and kind == BYTES:
+            graph = value
+        elif number == _MODEL_METADATA and kind == BYTES:
+            entry = {n: bytes(v).decode("utf-8") for n, k, v in fields(value) if k == BYTES}
+            metadata[entry.get(1, "")] = entry.get(2, "")
+    if graph is not None:
+        for number, kind, value in fields(graph):
+            if number == _GRAPH_INITIALIZER and kind == BYTES and _is_external(value):
+                raise SeqgenError("model stores weights in external data files; a seqgen model is one file")
+    return metadata, graph
+
+
+def _is_external(tensor: memoryview) -> bool:
+    return any(
+        (n == _TENSOR_DATA_LOCATION and k == VARINT and v == _EXTERNAL) or n == _TENSOR_EXTERNAL_DATA
+        for n, k, v in fields(tensor)
+    )
+
+
+def _checked(path: Path, data: bytes, metadata: dict[str, str], graph: memoryview, verify: bool) -> ModelFile:
+    missing = [k for k in REQUIRED_KEYS if PREFIX + k not in metadata]
+    if missing:
+        hint = "it is not a seqgen model" if len(missing) == len(REQUIRED_KEYS) else "its metadata is incomplete"
+        raise SeqgenError(f"{path}: {hint} (missing {', '.join(missing)}); export it with seqgen-train export")
+    meta = {k: metadata[PREFIX + k] for k in REQUIRED_KEYS}
+    if meta["format_version"] != str(FORMAT_VERSION):
+        raise SeqgenError(
+            f"{path}: model format version {meta['format_version']!r} is not supported by this seqgen "
+            f"(reads version {FORMAT_VERSION}); upgrade seqgen or re-export the model"
+        )
+    if meta["cell"] not in CELLS:
+        raise SeqgenError(f"{path}: unknown cell type {meta['cell']!r}; expected one of {', '.join(CELLS)}")
+    sizes = {}
+    for key, limit in (("layers", MAX_LAYERS), ("hidden_size", MAX_HIDDEN), ("embedding_size", MAX_HIDDEN),
+                       ("vocab_size", MAX_VOCAB)):
+        try:
+            sizes[key] = int(meta[key])
+        except ValueError:
+            raise SeqgenError(f"{path}: metadata {key}={meta[key]!r} is not a number; re-export the model") from None
+        if not 1 <= sizes[key] <= limit:
+            raise SeqgenError(f"{path}: metadata {key}={sizes[key]} is outside 1..{limit}; the file is damaged")
+    try:
+        vocab = Vocabulary.from_json(meta["vocabulary"])
+    except SeqgenError as exc:
+        raise SeqgenError(f"{path}: {exc}") from None
+    if vocab.size != sizes["vocab_size"]:
+        raise SeqgenError(
+            f"{path}: vocabulary has {vocab.size} tokens but metadata says vocab_size={sizes['vocab_size']}; "
+            "the file was edited or damaged, re-export it"
+        )
+    expected = metadata.get(PREFIX + "graph_sha256")
+    if verify and expected is not None and hashlib.sha256(graph).hexdigest() != expected:
+        raise SeqgenError(f"{path}: weights do not match their recorded sha256; the file is corrupted, get it again")
+    return ModelFile(
+        path=path,
+        data=data,
+        metadata=metadata,
+        vocab=vocab,
+        cell=meta["cell"],
+        layers=sizes["layers"],
+        hidden_size=sizes["hidden_size"],
+        embedding_size=sizes["embedding_size"],
+        line_items=metadata.get(PREFIX + "line_items", "false") == "true",
+    )

@@ -1,0 +1,146 @@
+"""Character vocabulary: Unicode code points to token ids and back, with id 0 as the boundary token."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import SeqgenError
+
+BOUNDARY = 0
+"""Token id of the boundary: start of a text or item, end of a line item, and padding."""
+
+ORDERS = ("frequency", "codepoint")
+UNKNOWN_POLICIES = ("error", "skip", "replace")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Characters 1..N (index 0 is the boundary) and how to treat text outside them.
+
+    `unknown` is the policy for characters not in the vocabulary: "error" (refuse),
+    "skip" (drop them, as Keras does) or "replace" (map them to `replacement`).
+    """
+
+    chars: tuple[str, ...]
+    lowercase: bool = False
+    order: str = "frequency"
+    unknown: str = "error"
+    replacement: str | None = None
+    _ids: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if any(len(c) != 1 for c in self.chars):
+            raise SeqgenError("vocabulary entries must be single characters; rebuild the vocabulary")
+        if len(set(self.chars)) != len(self.chars):
+            raise SeqgenError("vocabulary has duplicate characters; rebuild the vocabulary")
+        if self.order not in ORDERS:
+            raise SeqgenError(f"unknown vocabulary order {self.order!r}; use one of {', '.join(ORDERS)}")
+        if self.unknown not in UNKNOWN_POLICIES:
+            raise SeqgenError(
+                f"unknown policy {self.unknown!r} for out-of-vocabulary characters; "
+                f"use one of {', '.join(UNKNOWN_POLICIES)}"
+            )
+        if self.unknown == "replace" and (self.replacement is None or self.replacement not in self.chars):
+            raise SeqgenError(
+                "policy 'replace' needs a replacement character that is in the vocabulary; "
+                "pass one, e.g. replacement=' '"
+            )
+        object.__setattr__(self, "_ids", {c: i + 1 for i, c in enumerate(self.chars)})
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], *, order: str = "frequency", lowercase: bool = False) -> Vocabulary:
+        """Build a vocabulary from texts.
+
+        "frequency" sorts by descending count, ties by first appearance (Keras
+        `Tokenizer(char_level=True)`); "codepoint" sorts by code point.
+        """
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(text.lower() if lowercase else text)
+        if not counts:
+            raise SeqgenError("cannot build a vocabulary from empty text; give at least one character")
+        if order == "frequency":
+            chars = sorted(counts, key=lambda c: -counts[c])  # stable: ties keep first appearance
+        elif order == "codepoint":
+            chars = sorted(counts)
+        else:
+            raise SeqgenError(f"unknown vocabulary order {order!r}; use one of {', '.join(ORDERS)}")
+        return cls(tuple(chars), lowercase=lowercase, order=order)
+
+    @property
+    def size(self) -> int:
+        """Number of token ids, the boundary included."""
+        return len(self.chars) + 1
+
+    def with_policy(self, unknown: str, replacement: str | None = None) -> Vocabulary:
+        """The same characters with another policy for out-of-vocabulary text."""
+        return Vocabulary(self.chars, self.lowercase, self.order, unknown, replacement)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Token ids (int64) of `text`, out-of-vocabulary characters handled by the policy."""
+        if self.lowercase:
+            text = text.lower()
+        ids = self._ids
+        try:
+            return np.fromiter((ids[c] for c in text), dtype=np.int64, count=len(text))
+        except KeyError:
+            pass
+        unknown = sorted({c for c in text if c not in ids})
+        if self.unknown == "skip":
+            return np.fromiter((ids[c] for c in text if c in ids), dtype=np.int64)
+        if self.unknown == "replace":
+            fill = ids[self.replacement]  # type: ignore[index]
+            return np.fromiter((ids.get(c, fill) for c in text), dtype=np.int64, count=len(text))
+        shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise SeqgenError(
+            f"text has {len(unknown)} character(s) not in the model's vocabulary: {shown}; "
+            "remove them, or choose unknown='skip' or unknown='replace' (CLI: --unknown)"
+        )
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of token ids; boundary tokens are dropped."""
+        chars = self.chars
+        return "".join(chars[i - 1] for i in ids if i != BOUNDARY)
+
+    def char(self, token: int) -> str:
+        """The character of one token id; the boundary is the empty string."""
+        return "" if token == BOUNDARY else self.chars[token - 1]
+
+    def to_json(self) -> str:
+        """JSON for the model file's metadata; non-ASCII characters stay readable."""
+        return json.dumps(
+            {
+                "chars": "".join(self.chars),
+                "boundary": BOUNDARY,
+                "lowercase": self.lowercase,
+                "order": self.order,
+                "unknown": self.unknown,
+                "replacement": self.replacement,
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Vocabulary:
+        """Inverse of `to_json`; raises SeqgenError on anything malformed."""
+        try:
+            data = json.loads(text)
+            chars = data["chars"]
+            if not isinstance(chars, str) or data.get("boundary", BOUNDARY) != BOUNDARY:
+                raise TypeError
+            return cls(
+                tuple(chars),
+                lowercase=bool(data.get("lowercase", False)),
+                order=data.get("order", "frequency"),
+                unknown=data.get("unknown", "error"),
+                replacement=data.get("replacement"),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            if isinstance(exc, SeqgenError):
+                raise
+            raise SeqgenError("vocabulary JSON is malformed; re-export the model") from None

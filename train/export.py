@@ -1,0 +1,175 @@
+"""Export a trained CharRNN to one self-describing ONNX step graph, checked against torch.
+
+The graph is built with onnx.helper from the weights, using ONNX's native RNN/GRU/LSTM operators
+(one node per layer), so batch and time stay dynamic and each generated character costs one step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from seqgen import __version__
+from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_sha256
+from seqgen.vocab import Vocabulary
+
+from .files import atomic_write
+from .models import CharRNN
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+PARITY_SHAPES = ((1, 1), (1, 17), (3, 1), (4, 33))
+"""(batch, time) pairs checked against torch at export."""
+
+# Gate blocks of torch's weight rows, in ONNX's order: LSTM torch i,f,g,o -> ONNX i,o,f,c; GRU r,z,n -> z,r,h.
+_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,), "rnn_relu": (0,)}
+_OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
+
+
+class ParityError(RuntimeError):
+    """The exported graph does not compute what the torch model computes."""
+
+
+def _gates(weight: torch.Tensor, cell: str) -> np.ndarray:
+    blocks = weight.detach().float().numpy().reshape(len(_GATE_ORDER[cell]), -1, *weight.shape[1:])
+    return np.concatenate([blocks[i] for i in _GATE_ORDER[cell]])[None]
+
+
+def build_graph(model: CharRNN) -> onnx.GraphProto:
+    """The step graph: tokens [batch, time] and state(s) [layers, batch, hidden] -> logits and new state(s)."""
+    cell, layers, hidden = model.cell, model.layers, model.hidden_size
+    states = ("state", "cell") if cell == "lstm" else ("state",)
+    inits = [
+        numpy_helper.from_array(model.embedding.weight.detach().float().numpy(), "embedding"),
+        numpy_helper.from_array(model.head.weight.detach().float().numpy().T.copy(), "head_weight"),
+        numpy_helper.from_array(model.head.bias.detach().float().numpy(), "head_bias"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["tokens"], ["tokens_tb"], perm=[1, 0]),
+        helper.make_node("Gather", ["embedding", "tokens_tb"], ["x0"]),
+    ]
+    attrs = {"hidden_size": hidden}
+    if cell == "gru":
+        attrs["linear_before_reset"] = 1
+    if cell.startswith("rnn_"):
+        attrs["activations"] = ["Tanh" if cell == "rnn_tanh" else "Relu"]
+    finals: dict[str, list[str]] = {s: [] for s in states}
+    x = "x0"
+    for layer in range(layers):
+        w, r = (getattr(model.rnn, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh"))
+        b = np.concatenate([_gates(getattr(model.rnn, f"{kind}_l{layer}"), cell)
+                            for kind in ("bias_ih", "bias_hh")], axis=1)
+        inits += [numpy_helper.from_array(_gates(w, cell), f"W{layer}"),
+                  numpy_helper.from_array(_gates(r, cell), f"R{layer}"),
+                  numpy_helper.from_array(b, f"B{layer}"),
+                  numpy_helper.from_array(np.array([layer], np.int64), f"at{layer}"),
+                  numpy_helper.from_array(np.array([layer + 1], np.int64), f"to{layer}")]
+        initial = []
+        for s in states:
+            nodes.append(helper.make_node("Slice", [s, f"at{layer}", f"to{layer}"], [f"{s}{layer}"]))
+            initial.append(f"{s}{layer}")
+            finals[s].append(f"{s}_out{layer}")
+        inputs = [x, f"W{layer}", f"R{layer}", f"B{layer}", "", *initial]  # "" = no sequence_lens
+        outputs = [f"y{layer}"] + [f"{s}_out{layer}" for s in states]
+        nodes.append(helper.make_node(_OP[cell], inputs, outputs, name=f"layer{layer}", **attrs))
+        nodes.append(helper.make_node("Squeeze", [f"y{layer}", "axis1"], [f"x{layer + 1}"]))
+        x = f"x{layer + 1}"
+    for s in states:
+        nodes.append(helper.make_node("Concat", finals[s], [f"{s}_out"], axis=0) if layers > 1
+                     else helper.make_node("Identity", finals[s], [f"{s}_out"]))
+    nodes += [
+        helper.make_node("MatMul", [x, "head_weight"], ["scores_tb"]),
+        helper.make_node("Add", ["scores_tb", "head_bias"], ["logits_tb"]),
+        helper.make_node("Transpose", ["logits_tb"], ["logits"], perm=[1, 0, 2]),
+    ]
+    state_shape = [layers, "batch", hidden]
+    graph_inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "time"])]
+    graph_inputs += [helper.make_tensor_value_info(s, TensorProto.FLOAT, state_shape) for s in states]
+    graph_outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "time", model.vocab_size])]
+    graph_outputs += [helper.make_tensor_value_info(f"{s}_out", TensorProto.FLOAT, state_shape) for s in states]
+    return helper.make_graph(nodes, f"seqgen_{cell}", graph_inputs, graph_outputs, inits)
+
+
+def parity(model: CharRNN, data: bytes, shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES, seed: int = 0) -> float:
+    """Largest absolute difference of logits and states between torch and the ONNX bytes."""
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    model = model.eval()
+    for batch, steps in shapes:
+        tokens = torch.randint(0, model.vocab_size, (batch, steps), generator=generator)
+        state = model.zero_state(batch)
+        state = tuple(0.5 * torch.randn(s.shape, generator=generator) for s in state) if isinstance(state, tuple) \
+            else 0.5 * torch.randn(state.shape, generator=generator)
+        with torch.no_grad():
+            logits, new_state = model(tokens, state)
+        pairs = (state, new_state) if isinstance(state, tuple) else ((state,), (new_state,))
+        feeds = {"tokens": tokens.numpy(), **{n: t.numpy() for n, t in zip(("state", "cell"), pairs[0])}}
+        got = session.run(None, feeds)
+        expected = [logits.numpy(), *(t.numpy() for t in pairs[1])]
+        worst = max(worst, *(float(np.abs(g - e).max()) for g, e in zip(got, expected)))
+    return worst
+
+
+def export_onnx(
+    model: CharRNN,
+    vocab: Vocabulary,
+    path: str | Path,
+    *,
+    line_items: bool = False,
+    training: dict[str, object] | None = None,
+) -> dict[str, str]:
+    """Write `model` as one .onnx file (atomically) and return its metadata.
+
+    `training` holds facts about the run (corpus, corpus_sha256, val_loss, config, ...); each
+    becomes a metadata entry. Raises ParityError if the graph disagrees with torch by more
+    than PARITY_TOLERANCE.
+    """
+    if vocab.size != model.vocab_size:
+        raise ValueError(f"vocabulary has {vocab.size} tokens but the model was built for {model.vocab_size}")
+    onnx_model = helper.make_model(build_graph(model), opset_imports=[helper.make_opsetid("", OPSET)],
+                                   producer_name="seqgen", producer_version=__version__)
+    onnx_model.ir_version = 8  # the oldest IR that opset 17 allows: readable by older onnxruntime too
+    onnx.checker.check_model(onnx_model)
+    data = onnx_model.SerializeToString()
+    worst = parity(model, data)
+    if not worst <= PARITY_TOLERANCE:
+        raise ParityError(f"exported graph differs from torch by {worst:.3g} (tolerance {PARITY_TOLERANCE})")
+    metadata = {
+        "format_version": str(FORMAT_VERSION),
+        "vocabulary": vocab.to_json(),
+        "cell": model.cell,
+        "layers": str(model.layers),
+        "hidden_size": str(model.hidden_size),
+        "embedding_size": str(model.embedding_size),
+        "vocab_size": str(model.vocab_size),
+        "line_items": "true" if line_items else "false",
+        "parameters": str(model.parameter_count),
+        "graph_sha256": graph_sha256(data),
+        "parity_max_abs_diff": f"{worst:.3g}",
+        "quantization": "none",
+        "seqgen_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for key, value in (training or {}).items():
+        metadata[key] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    write_with_metadata(onnx_model, metadata, path)
+    return metadata
+
+
+def write_with_metadata(onnx_model: onnx.ModelProto, metadata: dict[str, str], path: str | Path) -> None:
+    """Replace the model's seqgen metadata and write it atomically."""
+    kept = [p for p in onnx_model.metadata_props if not p.key.startswith(PREFIX)]
+    del onnx_model.metadata_props[:]
+    onnx_model.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        onnx_model.metadata_props.add(key=PREFIX + key, value=value)
+    atomic_write(path, onnx_model.SerializeToString())

@@ -1,0 +1,55 @@
+"""CharRNN: embedding, a stack of recurrent layers, and a linear head over the vocabulary."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+"""[layers, batch, hidden] (LSTM: the pair hidden state, cell state)."""
+
+
+class CharRNN(nn.Module):
+    """A character model: token ids [batch, time] and a state in, logits [batch, time, vocab] and a state out."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cell: str = "lstm",
+        embedding_size: int = 64,
+        hidden_size: int = 256,
+        layers: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; use one of {', '.join(CELLS)}")
+        self.cell = cell
+        self.vocab_size, self.embedding_size, self.hidden_size, self.layers = (
+            vocab_size, embedding_size, hidden_size, layers)
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        recurrent = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell, nn.RNN)
+        extra = {"nonlinearity": cell.removeprefix("rnn_")} if recurrent is nn.RNN else {}
+        self.rnn = recurrent(embedding_size, hidden_size, num_layers=layers, batch_first=True,
+                             dropout=dropout if layers > 1 else 0.0, **extra)
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        outputs, state = self.rnn(self.embedding(tokens), state)
+        return self.head(outputs), state
+
+    def zero_state(self, batch_size: int) -> State:
+        """The all-zero starting state, as the runtime uses."""
+        zeros = torch.zeros(self.layers, batch_size, self.hidden_size)
+        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def describe(self) -> dict[str, object]:
+        """The constructor arguments, enough to rebuild the model (dropout aside)."""
+        return {"vocab_size": self.vocab_size, "cell": self.cell, "embedding_size": self.embedding_size,
+                "hidden_size": self.hidden_size, "layers": self.layers}
