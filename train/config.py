@@ -1,0 +1,91 @@
+"""TrainConfig: every choice a training run makes, saved in its checkpoints for an exact resume."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from seqgen.errors import SeqgenError
+
+from .models import CELLS
+
+
+@dataclass
+class TrainConfig:
+    """Options of `seqgen-train fit` and `seqgen.train.train`. Sizes are per layer; times in seconds."""
+
+    corpus: list[str] = field(default_factory=list)
+    out: str = "runs/run"
+    lines: bool = False
+    preset: str | None = None
+    # model
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 256
+    embedding: int = 64
+    dropout: float = 0.0
+    # data
+    seq_len: int = 128
+    batch_size: int = 64
+    val_fraction: float = 0.1
+    vocab_order: str = "frequency"
+    lowercase: bool = False
+    # optimisation
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    # limits (the first one reached ends the run; none given means 10 epochs)
+    epochs: int | None = None
+    max_steps: int | None = None
+    time_budget: float | None = None
+    # evaluation and checkpoints
+    eval_every: int = 200
+    patience: int | None = None
+    checkpoint_every: int | None = None
+    samples: int = 2
+    # machine
+    seed: int = 1337
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}"),
+            (self.layers >= 1 and self.hidden >= 1 and self.embedding >= 1, "--layers, --hidden, --embedding must be >= 1"),
+            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+            (self.seq_len >= 2 and self.batch_size >= 1, "--seq-len must be >= 2 and --batch-size >= 1"),
+            (self.lr > 0 and self.grad_clip > 0, "--lr and --grad-clip must be > 0"),
+            (self.schedule in ("cosine", "constant"), "--schedule must be cosine or constant"),
+            (self.eval_every >= 1, "--eval-every must be >= 1"),
+            (self.patience is None or self.patience >= 1, "--patience must be >= 1"),
+            (all(v is None or v > 0 for v in (self.epochs, self.max_steps, self.time_budget)),
+             "--epochs, --max-steps and --time-budget must be > 0"),
+            (self.device in ("auto", "cpu", "cuda", "mps"), "--device must be auto, cpu, cuda or mps"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SeqgenError(message)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '3m', '1h30m', '2.5h'."""
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or parts is None or not any(parts.groups()):
+        raise SeqgenError(f"cannot read duration {text!r}; write e.g. 90s, 3m or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise SeqgenError(f"duration {text!r} must be more than zero")
+    return total

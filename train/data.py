@@ -1,0 +1,176 @@
+"""Training data: corpora read and split, turned into examples of (input ids, target ids).
+
+Three shapes of data, one example format (targets of -1 are ignored by the loss):
+- running text: chunks of `seq_len` characters, the boundary token first (nanoGPT's split: the
+  last `val_fraction` of the text is held out);
+- line items: each non-empty line framed by boundary tokens (makemore's split: a seeded random
+  min(1000, 10%) of the items is held out);
+- pairs: (input text, target text) as in the seed notebook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seqgen.errors import SeqgenError
+from seqgen.vocab import BOUNDARY, Vocabulary
+
+IGNORE = -1
+"""Target id that the loss skips (padding, and positions the task does not ask about)."""
+
+
+def read_corpus(paths: Sequence[str | Path], *, min_chars: int = 2) -> tuple[str, str]:
+    """The concatenated UTF-8 text of `paths` and its sha256; clear errors for bad files."""
+    if not paths:
+        raise SeqgenError("no corpus given; pass one or more UTF-8 text files")
+    texts, digest = [], hashlib.sha256()
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise SeqgenError(f"corpus {path} does not exist or is not a file; check the path")
+        raw = path.read_bytes()
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SeqgenError(f"corpus {path} is not UTF-8 (bad byte at offset {exc.start}); "
+                              "convert it, e.g. iconv -t UTF-8") from None
+        digest.update(raw)
+    text = "".join(texts)
+    if len(text) < min_chars:
+        raise SeqgenError(f"corpus has {len(text)} characters, fewer than the {min_chars} needed; "
+                          "give more text or a shorter --seq-len")
+    return text, digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Padded examples: inputs and targets [n, time] int64, the boundary token as padding."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def running_text(ids: np.ndarray, seq_len: int, offset: int = 0) -> Examples:
+    """Consecutive chunks of `seq_len` targets from `offset`; each input starts with the boundary."""
+    count = (len(ids) - offset) // seq_len
+    if count < 1:
+        raise SeqgenError(f"text of {len(ids)} characters is shorter than one sequence of {seq_len}; "
+                          "give more text or a smaller --seq-len")
+    targets = ids[offset : offset + count * seq_len].reshape(count, seq_len)
+    inputs = np.concatenate([np.full((count, 1), BOUNDARY, np.int64), targets[:, :-1]], axis=1)
+    return Examples(inputs, targets)
+
+
+def line_items(items: Sequence[np.ndarray]) -> Examples:
+    """Each item as [boundary, chars] -> [chars, boundary], right-padded."""
+    width = max(len(ids) for ids in items) + 1
+    targets = np.full((len(items), width), IGNORE, np.int64)
+    for row, ids in enumerate(items):
+        targets[row, : len(ids)] = ids
+        targets[row, len(ids)] = BOUNDARY
+    inputs = np.full_like(targets, BOUNDARY)
+    inputs[:, 1:] = np.where(targets[:, :-1] == IGNORE, BOUNDARY, targets[:, :-1])
+    return Examples(inputs, targets)
+
+
+def pairs(vocab: Vocabulary, examples: Sequence[tuple[str, str]]) -> Examples:
+    """(input text, target text) pairs: the target's characters are the answers for the last input
+    positions (a target as long as the input predicts every next character; one character, the last)."""
+    rows = []
+    for source, target in examples:
+        x, y = vocab.encode(source), vocab.encode(target)
+        if not 1 <= len(y) <= len(x):
+            raise SeqgenError(f"pair {source!r} -> {target!r}: the target must have 1..len(input) characters")
+        rows.append((x, y))
+    width = max(len(x) for x, _ in rows) + 1
+    inputs = np.full((len(rows), width), BOUNDARY, np.int64)
+    targets = np.full((len(rows), width), IGNORE, np.int64)
+    for row, (x, y) in enumerate(rows):
+        inputs[row, 1 : len(x) + 1] = x
+        targets[row, len(x) + 1 - len(y) : len(x) + 1] = y  # the output after input position i sits at i
+    return Examples(inputs, targets)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and validation examples of one corpus, with what produced them."""
+
+    vocab: Vocabulary
+    train: Examples | np.ndarray  # running text keeps the raw ids: chunks are cut anew each epoch
+    val: Examples
+    line_items: bool
+    seq_len: int
+    name: str = "<texts>"
+    sha256: str = ""
+
+    def epoch(self, epoch: int, seed: int) -> Examples:
+        """This epoch's training examples (running text: chunks at an epoch-dependent offset)."""
+        if isinstance(self.train, Examples):
+            return self.train
+        offset = int(np.random.default_rng([seed, epoch, 1]).integers(self.seq_len)) \
+            if len(self.train) > 2 * self.seq_len else 0
+        return running_text(self.train, self.seq_len, offset)
+
+
+def text_dataset(text: str, *, seq_len: int, val_fraction: float = 0.1, vocab: Vocabulary | None = None,
+                 name: str = "<texts>", sha256: str = "") -> Dataset:
+    """Running text, the last `val_fraction` held out."""
+    if not 0 < val_fraction < 1:
+        raise SeqgenError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    vocab = vocab or Vocabulary.fit([text])
+    ids = vocab.encode(text)
+    split = int(len(ids) * (1 - val_fraction))
+    if split < seq_len + 1 or len(ids) - split < seq_len:
+        raise SeqgenError(f"text of {len(ids)} characters is too short for --seq-len {seq_len} with a "
+                          f"{val_fraction:.0%} validation split; give more text or a smaller --seq-len")
+    return Dataset(vocab, ids[:split], running_text(ids[split:], seq_len), False, seq_len, name, sha256)
+
+
+def item_dataset(items: Sequence[str], *, seed: int = 42, vocab: Vocabulary | None = None,
+                 name: str = "<texts>", sha256: str = "") -> Dataset:
+    """Line items; a seeded random min(1000, 10%) held out (at least one, when there are two or more)."""
+    items = [item for item in items if item]
+    if len(items) < 2:
+        raise SeqgenError(f"need at least 2 non-empty items to train and validate, got {len(items)}")
+    vocab = vocab or Vocabulary.fit(items)
+    order = np.random.default_rng(seed).permutation(len(items))
+    held = max(1, min(1000, int(len(items) * 0.1)))
+    encoded = [vocab.encode(item) for item in items]
+    train = line_items([encoded[i] for i in order[held:]])
+    val = line_items([encoded[i] for i in order[:held]])
+    return Dataset(vocab, train, val, True, train.inputs.shape[1], name, sha256)
+
+
+def batches(examples: Examples, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
+            start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """This rank's shuffled batches of one epoch, from batch number `start` (for exact resume).
+
+    The permutation depends only on (seed, epoch), so every rank agrees and a resumed run sees
+    the same batches as an uninterrupted one. Ragged ends are dropped so ranks stay in step; a
+    batch larger than the data shrinks to all of it.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(len(examples))
+    share = order[rank::world][: len(order) // world]
+    batch_size = max(1, min(batch_size, len(share)))
+    for first in range(start * batch_size, len(share) - batch_size + 1, batch_size):
+        rows = np.sort(share[first : first + batch_size])
+        yield _trim(examples.inputs[rows], examples.targets[rows])
+
+
+def steps_per_epoch(examples: Examples, batch_size: int, world: int = 1) -> int:
+    share = len(examples) // world
+    return share // max(1, min(batch_size, share))
+
+
+def _trim(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop trailing columns that are padding in every row (line items of varied length)."""
+    used = np.flatnonzero((targets != IGNORE).any(axis=0))
+    width = int(used[-1]) + 1 if used.size else 1
+    return inputs[:, :width], targets[:, :width]

@@ -1,0 +1,417 @@
+"""The training loop: AdamW with warm-up and cosine decay, evaluation, early stopping, exact resume.
+
+`train(config)` runs one training run in `config.out` (metrics.jsonl, checkpoint.pt, best.pt,
+model.onnx). Under torchrun it trains with DistributedDataParallel; rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqgen.errors import SeqgenError
+from seqgen.vocab import BOUNDARY, Vocabulary
+
+from . import checkpoint
+from .config import TrainConfig
+from .data import (IGNORE, Dataset, Examples, batches, item_dataset, pairs, read_corpus, steps_per_epoch,
+                   text_dataset)
+from .export import export_onnx
+from .files import atomic_write
+from .models import CharRNN
+
+DEFAULT_EPOCHS = 10
+EVAL_BATCH = 256
+
+
+class TrainingDiverged(SeqgenError):
+    """The loss became NaN or exploded; the last good checkpoint is kept."""
+
+
+@dataclass
+class Result:
+    """What a finished run reports."""
+
+    out: Path
+    steps: int
+    best_val_loss: float
+    best_val_accuracy: float
+    train_accuracy: float
+    stopped: str
+    seconds: float
+    model_path: Path | None
+
+
+def build_dataset(config: TrainConfig) -> Dataset:
+    """The dataset a config names: a preset, line items, or running text."""
+    if config.preset:
+        from .presets import preset_dataset  # noqa: PLC0415
+
+        return preset_dataset(config.preset)
+    text, sha = read_corpus(config.corpus)
+    name = ", ".join(Path(p).name for p in config.corpus)
+    text_for_vocab = text.lower() if config.lowercase else text
+    if config.lines:
+        items = text_for_vocab.splitlines()
+        vocab = Vocabulary.fit([i for i in items if i], order=config.vocab_order, lowercase=config.lowercase)
+        return item_dataset(items, seed=config.seed, vocab=vocab, name=name, sha256=sha)
+    vocab = Vocabulary.fit([text_for_vocab], order=config.vocab_order, lowercase=config.lowercase)
+    return text_dataset(text_for_vocab, seq_len=config.seq_len, val_fraction=config.val_fraction,
+                        vocab=vocab, name=name, sha256=sha)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        name = "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SeqgenError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SeqgenError("--device mps asked for, but this torch has no MPS; use --device cpu")
+    return torch.device(name)
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over `warmup_steps`, then constant or cosine decay to `min_lr_ratio` by the end."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    floor = config.lr * config.min_lr_ratio
+    return floor + 0.5 * (config.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def evaluate(model: nn.Module, examples: Examples, device: torch.device) -> tuple[float, float]:
+    """Mean loss (nats per target) and accuracy over `examples`, each from a zero state."""
+    model.eval()
+    total = correct = count = 0.0
+    with torch.no_grad():
+        for start in range(0, len(examples), EVAL_BATCH):
+            x = torch.from_numpy(examples.inputs[start : start + EVAL_BATCH]).to(device)
+            y = torch.from_numpy(examples.targets[start : start + EVAL_BATCH]).to(device)
+            logits, _ = model(x)
+            mask = y != IGNORE
+            total += F.cross_entropy(logits[mask], y[mask], reduction="sum").item()
+            correct += (logits[mask].argmax(-1) == y[mask]).sum().item()
+            count += mask.sum().item()
+    model.train()
+    return total / count, correct / count
+
+
+def sample_text(model: CharRNN, vocab: Vocabulary, line_items: bool, length: int, seed: int) -> str:
+    """A short sample from the torch model (temperature 0.8), for the log; leaves the global RNG alone."""
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    model.eval()
+    token, state, out = torch.tensor([[BOUNDARY]], device=device), None, []
+    with torch.no_grad():
+        for _ in range(length):
+            logits, state = model(token, state)
+            logits = logits[0, -1].float().cpu() / 0.8
+            if not line_items:
+                logits[BOUNDARY] = -math.inf
+            token_id = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+            if token_id == BOUNDARY:
+                break
+            out.append(token_id)
+            token = torch.tensor([[token_id]], device=device)
+    model.train()
+    return vocab.decode(out)
+
+
+class Run:
+    """One training run's state: model, optimiser, position in the data, best result so far."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False, dataset: Dataset | None = None) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        self.main = self.rank == 0
+        self.out = Path(config.out)
+        saved = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
+        if saved is not None:
+            limits = {k: getattr(config, k) for k in ("epochs", "max_steps", "time_budget", "progress")}
+            config = TrainConfig.from_dict({**saved["config"], **{k: v for k, v in limits.items() if v is not None}})
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.device = pick_device(config.device)
+        self.data = dataset or build_dataset(config)
+        if saved is not None and saved["vocab"] != self.data.vocab.to_json():
+            raise SeqgenError(f"checkpoint in {self.out} was made with another vocabulary or corpus; "
+                              "resume with the same corpus, or start a new run in another folder")
+        self.model = CharRNN(self.data.vocab.size, config.cell, config.embedding, config.hidden, config.layers,
+                             config.dropout).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.step, self.epoch, self.batch_in_epoch, self.elapsed = 0, 0, 0, 0.0
+        self.best_val, self.best_accuracy, self.best_step, self.bad_evals = math.inf, 0.0, 0, 0
+        self.train_accuracy = 0.0
+        if saved is not None:
+            self._restore(saved)
+        self.parallel = self.model
+        if self.world > 1:
+            self.parallel = nn.parallel.DistributedDataParallel(self.model)
+
+    def _restore(self, saved: dict[str, object]) -> None:
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise SeqgenError(f"checkpoint in {self.out} does not fit this model ({str(exc).splitlines()[0]}); "
+                              "resume with the options it was made with") from None
+        torch.set_rng_state(saved["torch_rng"])
+        for key in ("step", "epoch", "batch_in_epoch", "elapsed", "best_val", "best_accuracy", "best_step",
+                    "bad_evals"):
+            setattr(self, key, saved[key])
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def payload(self) -> dict[str, object]:
+        return {
+            "config": self.config.to_dict(),
+            "vocab": self.data.vocab.to_json(),
+            "corpus": {"name": self.data.name, "sha256": self.data.sha256, "line_items": self.data.line_items},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "elapsed": self.elapsed,
+            "best_val": self.best_val, "best_accuracy": self.best_accuracy, "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+        }
+
+    def log(self, record: dict[str, object]) -> None:
+        if self.main:
+            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def trim_metrics(self) -> None:
+        """On resume, drop metrics logged after the checkpoint, so the log matches the weights."""
+        path = self.out / "metrics.jsonl"
+        if self.main and path.exists():
+            rows = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line and json.loads(line).get("step", 0) <= self.step]
+            atomic_write(path, "".join(r + "\n" for r in rows).encode())
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def total_steps(self) -> int | None:
+        per_epoch = steps_per_epoch(self.data.epoch(0, self.config.seed), self.config.batch_size, self.world)
+        if per_epoch < 1:
+            raise SeqgenError(f"the training set has fewer examples than the {self.world} processes; "
+                              "give more data or use fewer processes")
+        limits = [self.config.max_steps] if self.config.max_steps else []
+        if self.config.epochs or not (self.config.max_steps or self.config.time_budget):
+            limits.append((self.config.epochs or DEFAULT_EPOCHS) * per_epoch)
+        return min(limits) if limits else None
+
+    def batch_stream(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches across epochs from the saved position; the position advances as steps are taken."""
+        while True:
+            examples = self.data.epoch(self.epoch, self.config.seed)
+            yield from batches(examples, self.config.batch_size, seed=self.config.seed, epoch=self.epoch,
+                               rank=self.rank, world=self.world, start=self.batch_in_epoch)
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    def fit(self) -> Result:
+        config = self.config
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.trim_metrics()
+        total = self.total_steps()
+        checkpoint_every = config.checkpoint_every or config.eval_every
+        bar = _progress(total, self.step, config.progress and self.main)
+        started = time.monotonic() - self.elapsed
+        window = _Window()
+        stopped = ""
+        self.model.train()
+        for x, y in self.batch_stream():
+            self.elapsed = time.monotonic() - started
+            stopped = self._limit_reached(total)
+            if stopped:
+                break
+            progress = max(self.step / total if total else 0.0,
+                           self.elapsed / config.time_budget if config.time_budget else 0.0)
+            lr = learning_rate(config, self.step, progress)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            window.add(*self._train_step(x, y))
+            self.step += 1
+            self.batch_in_epoch += 1
+            bar.update(1)
+            if self.step % config.eval_every == 0 or self.step == total:
+                record = self._evaluate(window, lr, bar)
+                window = _Window()
+                if config.patience and self.bad_evals >= config.patience:
+                    stopped = "early stopping"
+            if self.step % checkpoint_every == 0 and self.main:
+                checkpoint.save(self.out / checkpoint.LATEST, self.payload())
+            if stopped:
+                break
+        bar.close()
+        self.elapsed = time.monotonic() - started
+        return self._finish(stopped)
+
+    def _limit_reached(self, total: int | None) -> str:
+        """The name of the limit reached before the next step, or "" to go on."""
+        reached = ""
+        if total is not None and self.step >= total:
+            reached = "max steps" if self.config.max_steps and self.step >= self.config.max_steps else "epochs"
+        elif self.config.time_budget and self.elapsed >= self.config.time_budget:
+            reached = "time budget"
+        if self.world > 1:  # ranks must agree, or one would wait forever for the others
+            flag = torch.tensor([float(bool(reached))], device=self.device)
+            torch.distributed.broadcast(flag, src=0)
+            reached = (reached or "time budget") if flag.item() else ""
+        return reached
+
+    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        inputs, targets = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+        logits, _ = self.parallel(inputs)
+        mask = targets != IGNORE
+        loss = F.cross_entropy(logits[mask], targets[mask])
+        value = loss.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        limit = 2 * math.log(self.data.vocab.size) + 1  # far worse than guessing uniformly: diverged
+        if not math.isfinite(value) or not math.isfinite(float(norm)) or (self.step > 10 and value > limit):
+            raise TrainingDiverged(
+                f"loss became {value:.4g} at step {self.step + 1} (diverged); the last good checkpoint is kept in "
+                f"{self.out}; lower --lr or --grad-clip and resume or start again")
+        self.optimizer.step()
+        correct = int((logits[mask].argmax(-1) == targets[mask]).sum())
+        return value, correct, int(mask.sum())
+
+    def _evaluate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # noqa: ANN001 - a tqdm bar
+        val_loss, val_accuracy = evaluate(self.model, self.data.val, self.device)
+        self.train_accuracy = window.accuracy
+        if val_loss < self.best_val:
+            self.best_val, self.best_accuracy, self.best_step, self.bad_evals = val_loss, val_accuracy, self.step, 0
+            if self.main:
+                checkpoint.save(self.out / checkpoint.BEST, self.payload())
+        else:
+            self.bad_evals += 1
+        record = {"step": self.step, "epoch": self.epoch, "lr": lr, "train_loss": window.loss,
+                  "train_accuracy": window.accuracy, "val_loss": val_loss, "val_accuracy": val_accuracy,
+                  "chars_per_s": window.chars_per_second * self.world, "elapsed": round(self.elapsed, 2)}
+        self.log(record)
+        bar.set_postfix(loss=f"{window.loss:.3f}", val=f"{val_loss:.3f}", cps=f"{record['chars_per_s']:.0f}")
+        if self.main and self.config.progress and self.config.samples:
+            for i in range(self.config.samples):
+                text = sample_text(self.model, self.data.vocab, self.data.line_items, 80, self.config.seed + i)
+                bar.write(f"  step {self.step} sample {i + 1}: {text!r}", file=sys.stderr)
+        return record
+
+    def _finish(self, stopped: str) -> Result:
+        model_path = None
+        if self.main:
+            checkpoint.save(self.out / checkpoint.LATEST, self.payload())
+            if (self.out / checkpoint.BEST).exists():
+                model_path = export_run(self.out, self.out / "model.onnx", seconds=self.elapsed)
+        return Result(self.out, self.step, self.best_val, self.best_accuracy, self.train_accuracy, stopped,
+                      self.elapsed, model_path)
+
+
+class _Window:
+    """Training loss, accuracy and speed accumulated between two evaluations."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.correct, self.tokens, self.started = 0.0, 0, 0, time.monotonic()
+
+    def add(self, loss: float, correct: int, tokens: int) -> None:
+        self.loss_sum += loss * tokens
+        self.correct += correct
+        self.tokens += tokens
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.tokens, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.tokens, 1)
+
+    @property
+    def chars_per_second(self) -> float:
+        return self.tokens / max(time.monotonic() - self.started, 1e-9)
+
+
+def _progress(total: int | None, done: int, enabled: bool):  # noqa: ANN202 - tqdm or a stand-in
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, initial=done, disable=not enabled, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, dict[str, object]]:
+    """The best weights of a run (or a checkpoint file), rebuilt as a CharRNN, with the checkpoint."""
+    saved = checkpoint.load(checkpoint.run_file(run, checkpoint.BEST))
+    config = TrainConfig.from_dict(saved["config"])
+    vocab = Vocabulary.from_json(saved["vocab"])
+    model = CharRNN(vocab.size, config.cell, config.embedding, config.hidden, config.layers)
+    model.load_state_dict(saved["model"])
+    return model.eval(), vocab, saved
+
+
+def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None) -> Path:
+    """Export a run's best weights to one .onnx file, with the training facts in its metadata."""
+    model, vocab, saved = load_run_model(run)
+    corpus = saved["corpus"]
+    training = {
+        "corpus": corpus["name"],
+        "corpus_sha256": corpus["sha256"],
+        "val_loss": round(float(saved["best_val"]), 5),
+        "val_accuracy": round(float(saved["best_accuracy"]), 5),
+        "best_step": int(saved["best_step"]),
+        "training": {"config": saved["config"], "seconds": round(seconds if seconds is not None
+                                                                else float(saved["elapsed"]), 1),
+                     "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"},
+    }
+    export_onnx(model, vocab, out, line_items=bool(corpus["line_items"]), training=training)
+    return Path(out)
+
+
+def train(config: TrainConfig, *, resume: bool = False, dataset: Dataset | None = None) -> Result:
+    """Run (or with `resume`, continue) a training run; returns its result and writes model.onnx.
+
+    `dataset` replaces the corpus named by the config (used by `fit_texts`).
+    """
+    distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
+    if distributed and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and config.device in ("auto", "cuda") else "gloo"
+        torch.distributed.init_process_group(backend)
+    try:
+        return Run(config, resume=resume, dataset=dataset).fit()
+    finally:
+        if distributed:
+            torch.distributed.destroy_process_group()
+
+
+def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path, **options: object) -> Result:
+    """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
+    next-character tasks (the seed notebook's). Options are TrainConfig fields."""
+    config = TrainConfig(out=str(out), **options)  # type: ignore[arg-type]
+    if texts and all(isinstance(t, tuple) for t in texts):
+        sources = [s for pair in texts for s in pair]
+        vocab = Vocabulary.fit(sources, order=config.vocab_order, lowercase=config.lowercase)
+        examples = pairs(vocab, texts)  # type: ignore[arg-type]
+        dataset = Dataset(vocab, examples, examples, False, examples.inputs.shape[1])
+    elif texts and all(isinstance(t, str) for t in texts):
+        vocab = Vocabulary.fit([t for t in texts if t], order=config.vocab_order, lowercase=config.lowercase)
+        dataset = item_dataset(list(texts), seed=config.seed, vocab=vocab)  # type: ignore[arg-type]
+    else:
+        raise SeqgenError("fit_texts takes a non-empty list of strings, or of (input, target) pairs")
+    return train(config, dataset=dataset)

@@ -1,0 +1,53 @@
+"""The seed notebook's tasks: a Keras SimpleRNN learning to continue the alphabet.
+
+alphabet-seq2seq: sequences "abcde".."fghij", every position predicts the next character.
+alphabet-next:    "abc".."hij", the third character predicted from the first two.
+Both use the notebook's model (embedding 8, one ReLU RNN layer of 64) and Keras' vocabulary order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+
+from seqgen.errors import SeqgenError
+from seqgen.vocab import Vocabulary
+
+from .data import Dataset, pairs
+
+MODEL = {"cell": "rnn_relu", "layers": 1, "hidden": 64, "embedding": 8}
+TRAINING = {"batch_size": 8, "lr": 0.01, "warmup_steps": 0, "schedule": "constant", "weight_decay": 0.0,
+            "eval_every": 5, "samples": 0}
+
+
+def _windows(width: int, count: int) -> list[str]:
+    return [string.ascii_lowercase[i : i + width] for i in range(count)]
+
+
+def preset_pairs(name: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The notebook's sequences and the (input, target) pairs they make."""
+    if name == "alphabet-seq2seq":
+        sequences = _windows(5, 6)  # abcde .. fghij
+        return sequences, [(s[:-1], s[1:]) for s in sequences]
+    if name == "alphabet-next":
+        sequences = _windows(3, 8)  # abc .. hij
+        return sequences, [(s[:-1], s[-1]) for s in sequences]
+    raise SeqgenError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+
+
+def preset_dataset(name: str) -> Dataset:
+    """The preset's examples; as in the notebook, it is evaluated on its training set."""
+    sequences, examples = preset_pairs(name)
+    vocab = Vocabulary.fit(sequences, order="frequency")
+    data = pairs(vocab, examples)
+    sha = hashlib.sha256("\n".join(sequences).encode()).hexdigest()
+    return Dataset(vocab, data, data, False, data.inputs.shape[1], f"preset:{name}", sha)
+
+
+def preset_options(name: str) -> dict[str, object]:
+    """TrainConfig options the preset sets (explicit options given by the user take precedence)."""
+    preset_pairs(name)  # validates the name
+    return {"preset": name, **MODEL, **TRAINING, "epochs": 300}
+
+
+PRESETS = ("alphabet-seq2seq", "alphabet-next")
