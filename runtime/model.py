@@ -23,9 +23,11 @@ SCORE_BATCH = 256
 
 @dataclass(frozen=True)
 class Score:
-    """How well a model predicts a text: one log-probability (nats) per predicted token."""
+    """How well a model predicts a text: per predicted token, its log-probability (nats) and whether
+    it was the model's most likely choice."""
 
     logprobs: np.ndarray
+    correct: np.ndarray
 
     @property
     def tokens(self) -> int:
@@ -35,6 +37,11 @@ class Score:
     def loss(self) -> float:
         """Mean negative log-likelihood in nats per token."""
         return float(-self.logprobs.mean())
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of tokens that were the most likely prediction."""
+        return float(self.correct.mean())
 
     @property
     def bits_per_char(self) -> float:
@@ -197,18 +204,18 @@ class Model:
         ids = self.vocab.encode(text)
         if ids.size == 0:
             raise SeqgenError("nothing to score: the text is empty (after the unknown-character policy)")
-        logprobs, done = [], 0
+        parts, done = [], 0
         for logits in self.session().chunk_logits(ids[None, :-1]):  # state carries across chunks
             width = logits.shape[1]
-            logprobs.append(_log_softmax_at(logits[0], ids[done : done + width]))
+            parts.append(_score_rows(logits[0], ids[done : done + width]))
             done += width
-        return Score(np.concatenate(logprobs))
+        return _joined(parts)
 
     def _score_items(self, items: list[str]) -> Score:
         if not items:
             raise SeqgenError("nothing to score: the text has no non-empty lines")
         encoded = [self.vocab.encode(item) for item in items]
-        logprobs = []
+        parts = []
         for start in range(0, len(encoded), SCORE_BATCH):
             group = encoded[start : start + SCORE_BATCH]
             width = max(len(ids) for ids in group) + 1
@@ -219,12 +226,17 @@ class Model:
             inputs = np.where(targets[:, :-1] < 0, BOUNDARY, targets[:, :-1])
             logits = np.concatenate(list(self.session(len(group)).chunk_logits(inputs)), axis=1)
             mask = targets >= 0
-            logprobs.append(_log_softmax_at(logits[mask], targets[mask]))
-        return Score(np.concatenate(logprobs))
+            parts.append(_score_rows(logits[mask], targets[mask]))
+        return _joined(parts)
 
 
-def _log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """log softmax(logits)[target] for each row of `logits` ([n, vocab])."""
+def _score_rows(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log softmax(logits)[target], and whether the target was the argmax, for each row ([n, vocab])."""
     top = logits.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
-    return logits[np.arange(len(targets)), targets] - log_norm
+    picked = logits[np.arange(len(targets)), targets]
+    return picked - log_norm, picked >= top[:, 0]
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> Score:
+    return Score(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))

@@ -1,0 +1,172 @@
+"""seqgen-train: fit, export, eval and plot character models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from seqgen.errors import SeqgenError
+
+from .config import TrainConfig, parse_duration
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return value if isinstance(value, float) else parse_duration(str(value))
+        except SeqgenError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _run_guarded(action) -> None:  # noqa: ANN001 - a zero-argument callable
+    """Run a command body: SeqgenError is one line and exit 2, Ctrl-C exits 130 quietly."""
+    try:
+        action()
+    except SeqgenError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; resume with --resume RUN_DIR", err=True)
+        sys.exit(130)
+
+
+@click.group()
+@click.version_option(package_name="seqgen", message="%(version)s")
+def main() -> None:
+    """Train character models and export them for seqgen-run."""
+
+
+# Options whose value, when given, overrides a preset's or a resumed run's.
+_FIT_OPTIONS = [
+    click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default runs/run)."),
+    click.option("--lines", is_flag=True, default=None, help="Each non-empty line is one item (makemore style)."),
+    click.option("--preset", type=click.Choice(["alphabet-seq2seq", "alphabet-next"]), help="The seed notebook's tasks."),
+    click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"])),
+    click.option("--layers", type=click.IntRange(1)),
+    click.option("--hidden", type=click.IntRange(1), help="Hidden size per layer."),
+    click.option("--embedding", type=click.IntRange(1), help="Embedding size."),
+    click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers."),
+    click.option("--seq-len", type=click.IntRange(2)),
+    click.option("--batch-size", type=click.IntRange(1)),
+    click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True)),
+    click.option("--vocab-order", type=click.Choice(["frequency", "codepoint"])),
+    click.option("--lowercase", is_flag=True, default=None),
+    click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate."),
+    click.option("--weight-decay", type=click.FloatRange(0)),
+    click.option("--warmup-steps", type=click.IntRange(0)),
+    click.option("--schedule", type=click.Choice(["cosine", "constant"])),
+    click.option("--min-lr-ratio", type=click.FloatRange(0, 1)),
+    click.option("--grad-clip", type=click.FloatRange(0, min_open=True)),
+    click.option("--epochs", type=click.IntRange(1)),
+    click.option("--max-steps", type=click.IntRange(1)),
+    click.option("--time-budget", type=Duration(), help="Wall-clock limit, e.g. 3m or 1h30m."),
+    click.option("--eval-every", type=click.IntRange(1), help="Evaluate every N steps."),
+    click.option("--patience", type=click.IntRange(1), help="Stop after N evaluations without improvement."),
+    click.option("--checkpoint-every", type=click.IntRange(1), help="Checkpoint every N steps (default: eval)."),
+    click.option("--samples", type=click.IntRange(0), help="Samples printed at each evaluation."),
+    click.option("--seed", type=int),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"])),
+    click.option("--threads", type=click.IntRange(1), help="torch CPU threads."),
+    click.option("--progress/--no-progress", default=None),
+]
+
+
+def _fit_options(command):  # noqa: ANN001, ANN202 - click decorator plumbing
+    for option in reversed(_FIT_OPTIONS):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.argument("corpus", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--resume", "resume", type=click.Path(file_okay=False), help="Continue the run in this folder.")
+@_fit_options
+def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
+    """Train on CORPUS files (UTF-8 text) and export RUN/model.onnx.
+
+    \b
+    seqgen-train fit input.txt --cell lstm --hidden 256 --time-budget 3m --out runs/small
+    seqgen-train fit names.txt --lines --cell gru --out runs/names
+    seqgen-train fit --preset alphabet-seq2seq --out runs/alphabet
+    seqgen-train fit --resume runs/small          # after an interruption
+    """
+
+    def action() -> None:
+        from .loop import train  # noqa: PLC0415 - torch loads only when training starts
+        from .presets import preset_options  # noqa: PLC0415
+
+        chosen = {k: v for k, v in given.items() if v is not None}
+        if resume:
+            config = TrainConfig(corpus=list(corpus), out=resume, **chosen)  # limits override the saved ones
+        else:
+            if not corpus and not chosen.get("preset"):
+                raise SeqgenError("no corpus given; pass text files or --preset (see seqgen-train fit --help)")
+            base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
+            config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
+        result = train(config, resume=bool(resume))
+        click.echo(json.dumps({"out": str(result.out), "steps": result.steps, "stopped": result.stopped,
+                               "best_val_loss": round(result.best_val_loss, 4),
+                               "best_val_accuracy": round(result.best_val_accuracy, 4),
+                               "train_accuracy": round(result.train_accuracy, 4),
+                               "seconds": round(result.seconds, 1), "model": str(result.model_path)}))
+
+    _run_guarded(action)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization (smaller, faster).")
+def export(run: str, out: str, quantize: str | None) -> None:
+    """Export a run's best weights (RUN folder or checkpoint) to one .onnx file."""
+
+    def action() -> None:
+        from .loop import export_run  # noqa: PLC0415
+
+        path = export_run(run, out)
+        report: dict[str, object] = {"model": str(path), "bytes": path.stat().st_size}
+        if quantize:
+            from .quantize import quantize_int8  # noqa: PLC0415
+
+            report.update(quantize_int8(path, path))
+        click.echo(json.dumps(report))
+
+    _run_guarded(action)
+
+
+@main.command(name="eval")
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--lines", is_flag=True, help="Score line items (default: as the model was trained).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Held-out fraction of running text (default: the model's training value).")
+@click.option("--seed", type=int, help="Seed of the line-item split (default: the model's training seed).")
+def evaluate(model: str, corpus: tuple[str, ...], lines: bool, val_fraction: float | None, seed: int | None) -> None:
+    """Loss, bits/char and accuracy of MODEL (.onnx or run folder) on CORPUS's held-out split."""
+
+    def action() -> None:
+        from .evaluate import held_out_score  # noqa: PLC0415
+
+        click.echo(json.dumps(held_out_score(model, list(corpus), val_fraction=val_fraction, seed=seed,
+                                             lines=lines or None)))
+
+    _run_guarded(action)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="PNG to write (default RUN/loss.png).")
+def plot(run: str, out: str | None) -> None:
+    """Draw a run's training and validation loss curves to a PNG."""
+
+    def action() -> None:
+        from .plot import plot_run  # noqa: PLC0415
+
+        click.echo(plot_run(Path(run), Path(out) if out else None))
+
+    _run_guarded(action)

@@ -1,0 +1,44 @@
+"""Held-out evaluation through the runtime: the figures a model card reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import seqgen
+from seqgen.errors import SeqgenError
+
+from .data import read_corpus
+
+
+def held_out_text(text: str, *, line_items: bool, val_fraction: float = 0.1, seed: int = 1337) -> str:
+    """The held-out part of a corpus, split as training split it (nanoGPT's tail or makemore's items)."""
+    import numpy as np  # noqa: PLC0415
+
+    if not line_items:
+        return text[int(len(text) * (1 - val_fraction)) :]
+    items = [line for line in text.splitlines() if line]
+    if len(items) < 2:
+        raise SeqgenError("the corpus has fewer than 2 items; nothing is held out")
+    order = np.random.default_rng(seed).permutation(len(items))
+    held = max(1, min(1000, int(len(items) * 0.1)))
+    return "\n".join(items[i] for i in order[:held])
+
+
+def held_out_score(model: str | Path, corpus: list[str], *, val_fraction: float | None = None,
+                   seed: int | None = None, lines: bool | None = None) -> dict[str, object]:
+    """Score `model` (.onnx file or run folder) on the held-out split of `corpus` with the runtime.
+
+    The split's fraction and seed default to those the model was trained with (its metadata).
+    """
+    path = Path(model)
+    loaded = seqgen.load(path / "model.onnx" if path.is_dir() else path)
+    trained = loaded.info.get("training", {})
+    config = trained.get("config", {}) if isinstance(trained, dict) else {}
+    val_fraction = val_fraction if val_fraction is not None else config.get("val_fraction", 0.1)
+    seed = seed if seed is not None else config.get("seed", 1337)
+    text, sha = read_corpus(corpus)
+    line_items = loaded.file.line_items if lines is None else lines
+    score = loaded.score(held_out_text(text, line_items=line_items, val_fraction=val_fraction, seed=seed))
+    return {"model": str(loaded.path), "corpus_sha256": sha, "line_items": line_items, "tokens": score.tokens,
+            "loss": round(score.loss, 4), "bits_per_char": round(score.bits_per_char, 4),
+            "perplexity": round(score.perplexity, 3), "accuracy": round(score.accuracy, 4)}
