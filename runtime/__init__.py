@@ -28,6 +28,6 @@ def load(path: str | Path | None = None, *, threads: int = 1, verify: bool = Tru
     `threads` is onnxruntime's intra-op thread count (1 is fastest on small machines);
     `verify` checks the weights against the sha256 recorded in the file.
     """
-    from . import modelfile  # noqa: PLC0415 - keep the namespace small
+    from . import modelfile  # keep the namespace small
 
     return Model(modelfile.read(path, verify=verify), threads=threads)

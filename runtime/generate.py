@@ -50,7 +50,7 @@ class StopMatcher:
         return emit
 
 
-def prompt_session(model, prompts: Sequence[str]) -> Session:  # noqa: ANN001 - Model, avoiding a cycle
+def prompt_session(model, prompts: Sequence[str]) -> Session:  # Model, avoiding a cycle
     """A Session holding each prompt, each processed once at batch 1 (so results match batch 1 exactly)."""
     singles: dict[str, Session] = {}
     for prompt in prompts:
@@ -71,7 +71,7 @@ def stream_rows(
     """Step all sequences together; yield each step's new text per row ("" for finished rows)."""
     if not isinstance(max_new_chars, int) or max_new_chars < 0:
         raise SeqgenError(f"max_new_chars must be an integer >= 0, got {max_new_chars!r}")
-    chars = np.array(("",) + session.model.vocab.chars, dtype=object)
+    chars = np.array(("", *session.model.vocab.chars), dtype=object)
     rows = session.batch_size
     done = np.zeros(rows, bool)
     matchers = [StopMatcher(stop) for _ in range(rows)] if stop else None

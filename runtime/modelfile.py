@@ -60,7 +60,7 @@ class ModelFile:
 
 def artifacts_dir() -> Path:
     """Folder of the shipped models (package data)."""
-    from . import artifacts  # noqa: PLC0415 - a tiny package, imported only when a model is resolved
+    from . import artifacts  # a tiny package, imported only when a model is resolved
 
     return Path(artifacts.__file__).parent
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from seqgen.errors import SeqgenError
 
 from .config import TrainConfig, parse_duration
@@ -23,7 +22,7 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def _run_guarded(action) -> None:  # noqa: ANN001 - a zero-argument callable
+def _run_guarded(action) -> None:  # a zero-argument callable
     """Run a command body: SeqgenError is one line and exit 2, Ctrl-C exits 130 quietly."""
     try:
         action()
@@ -45,7 +44,8 @@ def main() -> None:
 _FIT_OPTIONS = [
     click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default runs/run)."),
     click.option("--lines", is_flag=True, default=None, help="Each non-empty line is one item (makemore style)."),
-    click.option("--preset", type=click.Choice(["alphabet-seq2seq", "alphabet-next"]), help="The seed notebook's tasks."),
+    click.option("--preset", type=click.Choice(["alphabet-seq2seq", "alphabet-next"]),
+                 help="The seed notebook's tasks."),
     click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"])),
     click.option("--layers", type=click.IntRange(1)),
     click.option("--hidden", type=click.IntRange(1), help="Hidden size per layer."),
@@ -76,7 +76,7 @@ _FIT_OPTIONS = [
 ]
 
 
-def _fit_options(command):  # noqa: ANN001, ANN202 - click decorator plumbing
+def _fit_options(command):  # click decorator plumbing
     for option in reversed(_FIT_OPTIONS):
         command = option(command)
     return command
@@ -97,8 +97,8 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
     """
 
     def action() -> None:
-        from .loop import train  # noqa: PLC0415 - torch loads only when training starts
-        from .presets import preset_options  # noqa: PLC0415
+        from .loop import train  # torch loads only when training starts
+        from .presets import preset_options
 
         chosen = {k: v for k, v in given.items() if v is not None}
         if resume:
@@ -126,12 +126,12 @@ def export(run: str, out: str, quantize: str | None) -> None:
     """Export a run's best weights (RUN folder or checkpoint) to one .onnx file."""
 
     def action() -> None:
-        from .loop import export_run  # noqa: PLC0415
+        from .loop import export_run
 
         path = export_run(run, out)
         report: dict[str, object] = {"model": str(path), "bytes": path.stat().st_size}
         if quantize:
-            from .quantize import quantize_int8  # noqa: PLC0415
+            from .quantize import quantize_int8
 
             report.update(quantize_int8(path, path))
         click.echo(json.dumps(report))
@@ -150,7 +150,7 @@ def evaluate(model: str, corpus: tuple[str, ...], lines: bool, val_fraction: flo
     """Loss, bits/char and accuracy of MODEL (.onnx or run folder) on CORPUS's held-out split."""
 
     def action() -> None:
-        from .evaluate import held_out_score  # noqa: PLC0415
+        from .evaluate import held_out_score
 
         click.echo(json.dumps(held_out_score(model, list(corpus), val_fraction=val_fraction, seed=seed,
                                              lines=lines or None)))
@@ -165,7 +165,7 @@ def plot(run: str, out: str | None) -> None:
     """Draw a run's training and validation loss curves to a PNG."""
 
     def action() -> None:
-        from .plot import plot_run  # noqa: PLC0415
+        from .plot import plot_run
 
         click.echo(plot_run(Path(run), Path(out) if out else None))
 

@@ -55,7 +55,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}"),
-            (self.layers >= 1 and self.hidden >= 1 and self.embedding >= 1, "--layers, --hidden, --embedding must be >= 1"),
+            (min(self.layers, self.hidden, self.embedding) >= 1, "--layers, --hidden, --embedding must be >= 1"),
             (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
             (self.seq_len >= 2 and self.batch_size >= 1, "--seq-len must be >= 2 and --batch-size >= 1"),
             (self.lr > 0 and self.grad_clip > 0, "--lr and --grad-clip must be > 0"),

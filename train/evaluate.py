@@ -12,7 +12,7 @@ from .data import read_corpus
 
 def held_out_text(text: str, *, line_items: bool, val_fraction: float = 0.1, seed: int = 1337) -> str:
     """The held-out part of a corpus, split as training split it (nanoGPT's tail or makemore's items)."""
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     if not line_items:
         return text[int(len(text) * (1 - val_fraction)) :]

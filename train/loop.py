@@ -19,15 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from seqgen.errors import SeqgenError
 from seqgen.vocab import BOUNDARY, Vocabulary
+from torch import nn
 
 from . import checkpoint
 from .config import TrainConfig
-from .data import (IGNORE, Dataset, Examples, batches, item_dataset, pairs, read_corpus, steps_per_epoch,
-                   text_dataset)
+from .data import IGNORE, Dataset, Examples, batches, item_dataset, pairs, read_corpus, steps_per_epoch, text_dataset
 from .export import export_onnx
 from .files import atomic_write
 from .models import CharRNN
@@ -57,7 +55,7 @@ class Result:
 def build_dataset(config: TrainConfig) -> Dataset:
     """The dataset a config names: a preset, line items, or running text."""
     if config.preset:
-        from .presets import preset_dataset  # noqa: PLC0415
+        from .presets import preset_dataset
 
         return preset_dataset(config.preset)
     text, sha = read_corpus(config.corpus)
@@ -253,7 +251,7 @@ class Run:
             self.batch_in_epoch += 1
             bar.update(1)
             if self.step % config.eval_every == 0 or self.step == total:
-                record = self._evaluate(window, lr, bar)
+                self._evaluate(window, lr, bar)
                 window = _Window()
                 if config.patience and self.bad_evals >= config.patience:
                     stopped = "early stopping"
@@ -296,7 +294,7 @@ class Run:
         correct = int((logits[mask].argmax(-1) == targets[mask]).sum())
         return value, correct, int(mask.sum())
 
-    def _evaluate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # noqa: ANN001 - a tqdm bar
+    def _evaluate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # a tqdm bar
         val_loss, val_accuracy = evaluate(self.model, self.data.val, self.device)
         self.train_accuracy = window.accuracy
         if val_loss < self.best_val:
@@ -350,8 +348,8 @@ class _Window:
         return self.tokens / max(time.monotonic() - self.started, 1e-9)
 
 
-def _progress(total: int | None, done: int, enabled: bool):  # noqa: ANN202 - tqdm or a stand-in
-    from tqdm import tqdm  # noqa: PLC0415
+def _progress(total: int | None, done: int, enabled: bool):  # tqdm or a stand-in
+    from tqdm import tqdm
 
     return tqdm(total=total, initial=done, disable=not enabled, unit="step", dynamic_ncols=True, file=sys.stderr)
 

@@ -12,12 +12,12 @@ from .files import atomic_write
 
 def plot_run(run: Path, out: Path | None = None) -> Path:
     """Training and validation loss against step; returns the PNG's path."""
-    import io  # noqa: PLC0415
+    import io
 
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
 import seqgen
 from seqgen.modelfile import PREFIX, graph_sha256
 
@@ -33,7 +32,7 @@ def quantize_int8(source: str | Path, out: str | Path) -> dict[str, object]:
     onnxruntime has int8 kernels for LSTM and MatMul; GRU and RNN layers stay float and only the
     output layer is quantized (see docs/performance.md for the measured effect).
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source, out = Path(source), Path(out)
     reference = seqgen.load(source)

@@ -1,0 +1,330 @@
+"""seqgen-run: predict, generate, score, describe and benchmark a seqgen model from the shell.
+
+Exit codes: 0 success, 1 internal error, 2 bad usage or bad input (one `Error:` line on stderr),
+130 interrupted. seqgen's heavy parts (numpy, onnxruntime) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from . import __version__
+from .errors import SeqgenError
+
+if TYPE_CHECKING:
+    from .model import Model
+
+UNKNOWN_POLICIES = ("error", "skip", "replace")
+"""As seqgen.vocab.UNKNOWN_POLICIES, written out because importing seqgen.vocab pulls in numpy."""
+BENCH_REPEATS = 3
+BENCH_WARMUP_CHARS = 10
+
+
+class InputError(click.ClickException):
+    """Bad input: click prints `Error: <message>` on stderr and the CLI exits with code 2."""
+
+    exit_code = 2
+
+
+class SeqgenGroup(click.Group):
+    """The command group; turns every failure of a command into one stderr line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except SeqgenError as exc:
+            raise InputError(_one_line(exc)) from None
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+            _silence_stdout()
+            ctx.exit(0)
+        except KeyboardInterrupt:
+            ctx.exit(130)
+        except Exception as exc:
+            if os.environ.get("SEQGEN_DEBUG") == "1":
+                raise
+            raise click.ClickException(f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+                                       "(set SEQGEN_DEBUG=1 for a traceback)") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split("\n"))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull so the interpreter's final flush cannot fail again (Python's SIGPIPE recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+# -- the options every command shares ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model options of a command; `load` reads the model only when the command needs it."""
+
+    name: str | None
+    threads: int
+    unknown: str | None = None
+    replacement: str | None = None
+
+    def load(self) -> Model:
+        """The chosen model, with the chosen policy for characters outside its vocabulary."""
+        from . import load  # here, not at the top: loading imports onnxruntime
+
+        if self.replacement is not None and self.unknown not in (None, "replace"):
+            raise SeqgenError("--replacement only applies with --unknown replace")
+        if self.unknown == "replace" and self.replacement is None:
+            raise SeqgenError("--unknown replace needs --replacement CHAR, a character in the model's vocabulary")
+        model = load(self.name, threads=self.threads)
+        if self.unknown is None and self.replacement is None:
+            return model  # the policy stored in the model file
+        return model.with_unknown(self.unknown or "replace", self.replacement)
+
+
+def model_options(*, text: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Add --model and --threads (and --unknown, --replacement when `text`) to a command.
+
+    The command receives them together as one keyword argument, `choice` (a ModelChoice).
+    """
+    options = [
+        click.option("--model", metavar="PATH_OR_NAME",
+                     help="Model file, or the short name of a shipped model.  [default: the default model]"),
+        click.option("--threads", type=int, default=1, show_default=True,
+                     help="onnxruntime threads; 1 is fastest for small models."),
+    ]
+    if text:
+        options += [
+            click.option("--unknown", type=click.Choice(UNKNOWN_POLICIES),
+                         help="What to do with characters outside the vocabulary.  [default: the model's own]"),
+            click.option("--replacement", metavar="CHAR",
+                         help="The character that replaces unknown ones (implies --unknown replace)."),
+        ]
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)
+        def wrapper(*args: object, model: str | None, threads: int, unknown: str | None = None,
+                    replacement: str | None = None, **kwargs: object) -> None:
+            command(*args, choice=ModelChoice(model, threads, unknown, replacement), **kwargs)
+
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+# -- reading and printing ----------------------------------------------------------------------
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SeqgenError(f"{name} is not valid UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}); "
+                          "the text must be UTF-8, convert it first (e.g. with iconv)") from None
+
+
+def read_file(path: str) -> str:
+    """The UTF-8 text of a file, or of stdin for `-`."""
+    if path == "-":
+        return _decode(click.get_binary_stream("stdin").read(), "standard input")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SeqgenError(f"cannot read {path}: {exc.strerror}") from None
+    return _decode(data, path)
+
+
+def text_argument(value: str) -> str:
+    """A text given on the command line, or stdin for `-` without the one trailing newline `echo` adds."""
+    return read_file("-").removesuffix("\n") if value == "-" else value
+
+
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def _print_fields(fields: dict[str, object]) -> None:
+    """Aligned `key: value` lines."""
+    width = max(map(len, fields)) + 1
+    for key, value in fields.items():
+        click.echo(f"{key + ':':<{width}} {value}")
+
+
+def _shown_char(char: str) -> str:
+    """A character made visible (a space or newline too); the end-of-item token is `<end>`."""
+    return repr(char) if char else "<end>"
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+@click.group(cls=SeqgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="seqgen-run")
+def main() -> None:
+    """Run a seqgen character model: predict, generate, score, info, bench.
+
+    Where a command reads text, `-` means standard input.
+    """
+
+
+@main.command()
+@click.argument("text")
+@click.option("-k", "k", type=int, default=5, show_default=True, help="How many characters to show.")
+@json_option
+@model_options(text=True)
+def predict(text: str, k: int, as_json: bool, choice: ModelChoice) -> None:
+    """The K most likely next characters after TEXT, with their probabilities."""
+    ranked = choice.load().predict(text_argument(text), k)
+    if as_json:
+        _print_json([{"char": char, "prob": prob} for char, prob in ranked])
+        return
+    width = max(len(_shown_char(char)) for char, _ in ranked)
+    for char, prob in ranked:
+        click.echo(f"{_shown_char(char):<{width}}  {prob:.4f}")
+
+
+@main.command()
+@click.argument("prompt", default="")
+@click.option("-n", "--max-new-chars", type=int, default=200, show_default=True, help="Most characters to add.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="0 is greedy; higher is wilder.")
+@click.option("--top-k", type=int, help="Sample only from the K most likely characters.")
+@click.option("--top-p", type=float, help="Sample only from the smallest set holding this much probability.")
+@click.option("--min-p", type=float, help="Drop characters less likely than this times the most likely one.")
+@click.option("--repetition-penalty", type=float, default=1.0, show_default=True, help="Above 1 avoids repeats.")
+@click.option("--stop", multiple=True, metavar="S", help="Stop before this text (repeatable; never printed).")
+@click.option("--seed", type=int, help="Random seed, for reproducible samples.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many samples to make (made together as one batch).")
+@click.option("--show-prompt/--no-show-prompt", default=False, show_default=True,
+              help="Print the prompt before each sample.")
+@json_option
+@model_options(text=True)
+def generate(prompt: str, max_new_chars: int, temperature: float, top_k: int | None, top_p: float | None,
+             min_p: float | None, repetition_penalty: float, stop: tuple[str, ...], seed: int | None,
+             num_samples: int, show_prompt: bool, as_json: bool, choice: ModelChoice) -> None:
+    """New text after PROMPT, printed as it is made.
+
+    Samples of a running-text model are separated by a blank line; a line-item model's are one per line.
+    """
+    model = choice.load()
+    prompt = text_argument(prompt)
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+                "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed}
+    head = prompt if show_prompt else ""
+    if num_samples == 1 and not as_json:
+        pieces = model.stream(prompt, max_new_chars, **sampling)
+        first = next(pieces, "")  # the options are checked here, so an error comes before any output
+        click.echo(head + first, nl=False)
+        for piece in pieces:
+            click.echo(piece, nl=False)
+        click.echo()
+        return
+    if num_samples == 1:
+        samples = [model.generate(prompt, max_new_chars, **sampling)]
+    else:
+        samples = model.generate_batch([prompt] * num_samples, max_new_chars, **sampling)
+    if as_json:
+        _print_json({"prompt": prompt, "samples": samples})
+    else:
+        click.echo(("\n" if model.file.line_items else "\n\n").join(head + sample for sample in samples))
+
+
+@main.command()
+@click.argument("file", type=click.Path(allow_dash=True))
+@json_option
+@model_options(text=True)
+def score(file: str, as_json: bool, choice: ModelChoice) -> None:
+    """How well the model predicts the UTF-8 text in FILE: loss, bits per character, perplexity."""
+    model = choice.load()
+    result = model.score(read_file(file))
+    if as_json:
+        _print_json({"file": file, "tokens": result.tokens, "loss": result.loss,
+                     "bits_per_char": result.bits_per_char, "perplexity": result.perplexity})
+        return
+    _print_fields({"tokens": result.tokens, "loss": f"{result.loss:.4f} nats/char",
+                   "bits per char": f"{result.bits_per_char:.4f}", "perplexity": f"{result.perplexity:.4f}"})
+
+
+@main.command()
+@click.argument("name", required=False, metavar="[MODEL]")
+@json_option
+@model_options()
+def info(name: str | None, as_json: bool, choice: ModelChoice) -> None:
+    """The metadata of MODEL (or --model); with neither, of the default model, and the shipped models."""
+    if name is not None and choice.name is not None:
+        raise click.UsageError("give the model either as MODEL or with --model, not both")
+    model = replace(choice, name=name or choice.name).load()
+    size = model.path.stat().st_size
+    shipped = None
+    if name is None and choice.name is None:
+        from .modelfile import shipped_models  # here, not at the top: it imports numpy
+
+        shipped = shipped_models()
+    if as_json:
+        extra = {} if shipped is None else {"shipped_models": shipped}
+        _print_json({"path": str(model.path), "size": size, "info": model.info, **extra})
+        return
+    fields = {"path": model.path, "size": f"{size} bytes"}
+    for key, value in model.info.items():
+        fields[key] = repr(value) if key == "vocabulary" else value if isinstance(value, str) else json.dumps(value)
+    if shipped is not None:
+        fields["shipped models"] = ", ".join(shipped)
+    _print_fields(fields)
+
+
+@main.command()
+@click.option("-n", "--max-new-chars", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Characters generated per sequence in each run.")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="The larger batch size to time besides batch 1.")
+@json_option
+@model_options()
+def bench(max_new_chars: int, batch: int, as_json: bool, choice: ModelChoice) -> None:
+    """Speed of greedy generation at batch 1 and at a larger batch (median of a few runs, after a warm-up)."""
+    model = choice.load()
+    runs = {1: lambda n: [model.generate("", n, temperature=0)]}
+    if batch > 1:
+        runs[batch] = lambda n: model.generate_batch([""] * batch, n, temperature=0)
+    rows = []
+    for size, run in runs.items():
+        chars, seconds = _timed(run, max_new_chars)
+        rows.append({"batch": size, "chars": chars, "seconds": seconds,
+                     "us_per_char": seconds / chars * 1e6, "chars_per_second": chars / seconds})
+    if as_json:
+        _print_json(rows)
+        return
+    line = "{:>5}  {:>8}  {:>9}  {:>11}".format
+    click.echo(line("batch", "chars", "us/char", "chars/s"))
+    for row in rows:
+        click.echo(line(row["batch"], row["chars"], f"{row['us_per_char']:.1f}", f"{row['chars_per_second']:.1f}"))
+
+
+def _timed(run: Callable[[int], list[str]], max_new_chars: int) -> tuple[int, float]:
+    """Characters one run makes and its median time in seconds, after a short warm-up run."""
+    run(BENCH_WARMUP_CHARS)
+    times = []
+    for _ in range(BENCH_REPEATS):
+        start = time.perf_counter()
+        chars = sum(map(len, run(max_new_chars)))
+        times.append(time.perf_counter() - start)
+    if chars == 0:
+        raise SeqgenError("the model ended every text at once, so there is nothing to time")
+    return chars, statistics.median(times)
