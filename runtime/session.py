@@ -47,7 +47,11 @@ class Session:
             single.logits()  # make sure each has started
         batch._state = {n: np.concatenate([s._state[n] for s in sessions], axis=1) for n in model.state_names}
         batch._logits = np.concatenate([s._logits for s in sessions])  # type: ignore[misc]
-        batch._history = [np.concatenate([s.tokens for s in sessions])]
+        width = max(s.tokens.shape[1] for s in sessions)
+        history = np.full((len(sessions), width), BOUNDARY, np.int64)  # ragged rows: left-padded
+        for row, single in enumerate(sessions):
+            history[row, width - single.tokens.shape[1] :] = single.tokens[0]
+        batch._history = [history]
         return batch
 
     # -- feeding ---------------------------------------------------------------------------
@@ -105,7 +109,8 @@ class Session:
 
     @property
     def tokens(self) -> np.ndarray:
-        """All token ids fed so far ([batch, time]), the starting boundary included."""
+        """All token ids fed so far ([batch, time]), the starting boundary included; rows of a stacked
+        batch whose prompts differed in length are left-padded with the boundary token."""
         if not self._history:
             return np.empty((self.batch_size, 0), np.int64)
         if len(self._history) > 1:

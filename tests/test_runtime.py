@@ -1,0 +1,203 @@
+"""The runtime API: predict, generate, stream, batches, score, sessions, sampling, threads."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import seqgen
+from seqgen.sampling import Sampling, choose
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models: dict[str, Path]) -> seqgen.Model:
+    return seqgen.load(tiny_models["lstm"])
+
+
+def test_predict_returns_k_sorted_probabilities(model: seqgen.Model) -> None:
+    top = model.predict("hello wor", k=5)
+    assert len(top) == 5
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True)
+    assert all(c in model.vocab.chars for c, _ in top)
+    full = model.predict("hello wor", k=1000)  # clamped to the characters (the boundary is never next)
+    assert len(full) == model.vocab.size - 1
+    assert math.isclose(sum(p for _, p in full), 1.0, rel_tol=1e-5)
+
+
+def test_predict_batch_matches_single(model: seqgen.Model) -> None:
+    texts = ["hello", "the quick", "", "z"]
+    batch = model.predict_batch(texts, k=3)
+    for text, row in zip(texts, batch):
+        single = model.predict(text, k=3)
+        assert [c for c, _ in row] == [c for c, _ in single]
+        assert np.allclose([p for _, p in row], [p for _, p in single], atol=1e-6)
+
+
+def test_generate_is_deterministic_with_a_seed(model: seqgen.Model) -> None:
+    a = model.generate("the ", 50, temperature=0.9, top_k=10, seed=3)
+    b = model.generate("the ", 50, temperature=0.9, top_k=10, seed=3)
+    c = model.generate("the ", 50, temperature=0.9, top_k=10, seed=4)
+    assert a == b and len(a) == 50
+    assert a != c
+    assert set(a) <= set(model.vocab.chars)
+
+
+def test_same_seed_same_text_in_another_process(model: seqgen.Model) -> None:
+    code = (f"import seqgen; print(repr(seqgen.load({str(model.path)!r}).generate('the ', 40, temperature=1.0, "
+            "top_p=0.9, seed=11)))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert other == repr(model.generate("the ", 40, temperature=1.0, top_p=0.9, seed=11))
+
+
+def test_greedy_equals_argmax_of_predict(model: seqgen.Model) -> None:
+    text = model.generate("he", 5, temperature=0)
+    context = "he"
+    for char in text:
+        assert model.predict(context, k=1)[0][0] == char
+        context += char
+
+
+def test_stream_yields_what_generate_returns(model: seqgen.Model) -> None:
+    pieces = list(model.stream("a", 30, seed=5))
+    assert all(pieces) and "".join(pieces) == model.generate("a", 30, seed=5)
+
+
+def test_stop_strings_end_generation_and_are_not_emitted(model: seqgen.Model) -> None:
+    free = model.generate("", 300, temperature=0, stop=None)
+    stop = free[10:12]
+    cut = model.generate("", 300, temperature=0, stop=[stop, "never-there"])
+    assert cut == free[: free.index(stop)]
+    with pytest.raises(seqgen.SeqgenError, match="stop"):
+        model.generate("", 5, stop="")
+
+
+def test_generate_batch_rows_match_single_generation(model: seqgen.Model) -> None:
+    prompts = ["the", "a quick", "the"]
+    batch = model.generate_batch(prompts, 20, temperature=0)
+    assert batch == [model.generate(p, 20, temperature=0) for p in prompts]
+
+
+def test_line_model_stops_at_end_of_item(tiny_models: dict[str, Path]) -> None:
+    lines = seqgen.load(tiny_models["lines"])
+    outs = lines.generate_batch([""] * 40, 500, seed=0)
+    assert all("\n" not in o for o in outs)
+    assert any(len(o) < 500 for o in outs)  # an untrained model still ends some items
+    ends = [c for c, _ in lines.predict("ann", k=lines.vocab.size)]
+    assert "" in ends  # the end of the item is a possible prediction
+
+
+def test_each_new_character_costs_one_step_whatever_the_context(model: seqgen.Model) -> None:
+    for prompt in ("", "a" * 10, "the quick " * 200):
+        session = model.session()
+        session.feed(prompt)
+        before = session.steps
+        assert before == 1  # the whole prompt in one call
+        rng = np.random.default_rng(0)
+        for _ in range(25):
+            session.sample(Sampling(temperature=0.8, top_k=5), rng)
+        assert session.steps - before == 25
+
+
+def test_save_and_load_state_continue_exactly(model: seqgen.Model) -> None:
+    session = model.session()
+    session.feed("the quick ")
+    saved = session.save_state()
+    expected = [session.sample(Sampling(temperature=0), None)[0] for _ in range(10)]
+    resumed = model.session()
+    resumed.load_state({k: v.copy() for k, v in saved.items()})
+    assert [resumed.sample(Sampling(temperature=0), None)[0] for _ in range(10)] == expected
+    assert resumed.text == session.text
+    with pytest.raises(seqgen.SeqgenError, match="saved state"):
+        model.session(2).load_state(saved)
+
+
+def test_score_matches_predictions(model: seqgen.Model) -> None:
+    text = "the lazy dog"
+    score = model.score(text)
+    assert score.tokens == len(text)
+    context, expected = "", []
+    for char in text:
+        dist = dict(model.predict(context, k=1000))
+        # predict masks the boundary for running text; score keeps the raw distribution
+        expected.append(math.log(dist[char]))
+        context += char
+    assert np.allclose(score.logprobs, expected, atol=0.05)
+    assert math.isclose(score.bits_per_char, score.loss / math.log(2))
+    assert math.isclose(score.perplexity, math.exp(score.loss))
+
+
+def test_score_long_text_in_chunks_equals_one_pass(model: seqgen.Model, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "the quick brown fox " * 60
+    whole = model.score(text).logprobs
+    monkeypatch.setattr("seqgen.session.MAX_CHUNK", 50)
+    chunked = model.score(text).logprobs
+    assert np.allclose(whole, chunked, atol=1e-5)
+
+
+def test_line_model_score_counts_end_tokens(tiny_models: dict[str, Path]) -> None:
+    lines = seqgen.load(tiny_models["lines"])
+    score = lines.score("anna\nbob\n\ncarl\n")
+    assert score.tokens == len("anna") + len("bob") + len("carl") + 3
+
+
+def test_one_model_shared_by_threads_gives_the_sequential_results(model: seqgen.Model) -> None:
+    words = "the quick brown fox jumps over the lazy dog".split()
+    calls = [(kind, i) for i in range(len(words)) for kind in ("predict", "generate", "score")] * 30
+
+    def run(call: tuple[str, int]) -> object:
+        kind, i = call
+        if kind == "predict":
+            return model.predict(words[i], k=3)
+        if kind == "generate":
+            return model.generate(words[i], 20, temperature=0.8, seed=i)
+        return model.score(" ".join(words[: i + 1])).loss
+
+    sequential = [run(c) for c in calls]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(run, calls))
+    assert parallel == sequential
+
+
+def test_sampling_options_are_validated() -> None:
+    for bad in ({"temperature": -1}, {"temperature": float("nan")}, {"top_k": 0}, {"top_p": 0}, {"top_p": 1.5},
+                {"min_p": -0.1}, {"repetition_penalty": 0}):
+        with pytest.raises(seqgen.SeqgenError):
+            Sampling(**bad)
+
+
+def test_sampling_filters_cut_the_distribution() -> None:
+    rng = np.random.default_rng(0)
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
+    draws = lambda **kw: {int(choose(logits.copy(), Sampling(**kw), rng)[0]) for _ in range(400)}  # noqa: E731
+    assert draws(top_k=2) == {0, 1}
+    assert draws(top_p=0.7) == {0, 1}
+    assert draws(min_p=0.5) == {0, 1}
+    assert draws(temperature=0) == {0}
+    assert draws() == {0, 1, 2, 3}
+
+
+def test_repetition_penalty_lowers_recent_tokens(model: seqgen.Model) -> None:
+    session = model.session()
+    session.feed("aaaaaaaa")
+    plain = session.logits()
+    from seqgen.sampling import penalize
+
+    penalized = plain.copy()
+    penalize(penalized, session.tokens[:, -64:], 2.0)
+    a = model.vocab.encode("a")[0]
+    assert penalized[0, a] < plain[0, a]
+    others = [i for i in range(model.vocab.size) if i not in set(session.tokens[0].tolist())]
+    assert np.array_equal(penalized[0, others], plain[0, others])
+
+
+def test_info_and_path(model: seqgen.Model) -> None:
+    assert model.path.name == "lstm.onnx"
+    assert model.info["cell"] == "lstm" and model.info["format_version"] == 1
+    assert model.info["vocabulary"] == "".join(model.vocab.chars)
