@@ -1,0 +1,103 @@
+"""Loading checks: every damaged, foreign or edited file is one clear SeqgenError naming the file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import seqgen
+from seqgen.modelfile import PREFIX
+
+onnx = pytest.importorskip("onnx")
+
+
+def edited(source: Path, target: Path, **changes: str | None) -> Path:
+    """A copy of `source` with seqgen metadata keys changed (None removes a key)."""
+    model = onnx.load(source)
+    entries = {p.key: p.value for p in model.metadata_props}
+    for key, value in changes.items():
+        entries.pop(PREFIX + key, None)
+        if value is not None:
+            entries[PREFIX + key] = value
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, target)
+    return target
+
+
+def refused(path: Path | str, match: str) -> None:
+    with pytest.raises(seqgen.SeqgenError, match=match) as caught:
+        seqgen.load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_directory_and_empty_files(tmp_path: Path) -> None:
+    refused(tmp_path / "nope.onnx", "does not exist")
+    refused(tmp_path, "is a directory")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    refused(tmp_path / "empty.onnx", "is empty")
+
+
+def test_unknown_short_name_lists_the_shipped_models() -> None:
+    refused("no-such-model", "no model file or shipped model named 'no-such-model'")
+
+
+def test_truncated_and_random_bytes(tmp_path: Path, tiny_model: Path) -> None:
+    data = tiny_model.read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    refused(tmp_path / "cut.onnx", "not a readable ONNX file|onnxruntime cannot load")
+    (tmp_path / "noise.onnx").write_bytes(bytes(range(256)) * 40)
+    refused(tmp_path / "noise.onnx", "not a readable ONNX file|not a seqgen model")
+
+
+def test_valid_onnx_that_is_not_a_seqgen_model(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
+    refused(tmp_path / "other.onnx", "not a seqgen model")
+
+
+def test_edited_metadata(tmp_path: Path, tiny_model: Path) -> None:
+    refused(edited(tiny_model, tmp_path / "a.onnx", vocab_size="7"), "vocabulary has .* tokens but metadata")
+    refused(edited(tiny_model, tmp_path / "b.onnx", format_version="99"), "format version '99' is not supported")
+    refused(edited(tiny_model, tmp_path / "c.onnx", cell=None), "missing cell")
+    refused(edited(tiny_model, tmp_path / "d.onnx", hidden_size="1000000000"), "outside 1..")
+    refused(edited(tiny_model, tmp_path / "e.onnx", layers="two"), "not a number")
+    refused(edited(tiny_model, tmp_path / "f.onnx", vocabulary="{not json"), "vocabulary JSON is malformed")
+
+
+def test_vocabulary_not_matching_the_logits(tmp_path: Path, tiny_model: Path) -> None:
+    model = seqgen.load(tiny_model)
+    shorter = model.vocab.chars[:-1]
+    vocab = seqgen.Vocabulary(shorter).to_json()
+    refused(edited(tiny_model, tmp_path / "v.onnx", vocabulary=vocab, vocab_size=str(len(shorter) + 1)),
+            "logits have width")
+
+
+def test_corrupted_weights_are_caught_by_the_hash(tmp_path: Path, tiny_model: Path) -> None:
+    model = onnx.load(tiny_model)
+    weights = next(t for t in model.graph.initializer if t.name == "head_bias")
+    values = onnx.numpy_helper.to_array(weights).copy()
+    values[0] += 1.0
+    weights.CopyFrom(onnx.numpy_helper.from_array(values, "head_bias"))
+    onnx.save(model, tmp_path / "flipped.onnx")
+    refused(tmp_path / "flipped.onnx", "do not match their recorded sha256")
+    assert seqgen.load(tmp_path / "flipped.onnx", verify=False).predict("the", 1)  # the check can be turned off
+
+
+def test_external_data_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    model = onnx.load(tiny_model)
+    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    refused(tmp_path / "ext.onnx", "external data files")
+
+
+def test_a_good_copy_loads(tmp_path: Path, tiny_model: Path) -> None:
+    shutil.copy(tiny_model, tmp_path / "copy.onnx")
+    assert seqgen.load(tmp_path / "copy.onnx").path == tmp_path / "copy.onnx"
