@@ -144,7 +144,7 @@ def _decode(data: bytes, name: str) -> str:
 def read_file(path: str) -> str:
     """The UTF-8 text of a file, or of stdin for `-`."""
     if path == "-":
-        return _decode(click.get_binary_stream("stdin").read(), "standard input")
+        return _decode(sys.stdin.buffer.read(), "standard input")
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
