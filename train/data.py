@@ -32,6 +32,8 @@ def read_corpus(paths: Sequence[str | Path], *, min_chars: int = 2) -> tuple[str
         if not path.is_file():
             raise SeqgenError(f"corpus {path} does not exist or is not a file; check the path")
         raw = path.read_bytes()
+        if not raw:
+            raise SeqgenError(f"corpus {path} is empty; give a UTF-8 text file with some text in it")
         try:
             texts.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
