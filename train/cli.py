@@ -62,6 +62,8 @@ _FIT_OPTIONS = [
     click.option("--schedule", type=click.Choice(["cosine", "constant"])),
     click.option("--min-lr-ratio", type=click.FloatRange(0, 1)),
     click.option("--grad-clip", type=click.FloatRange(0, min_open=True)),
+    click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+                 help="bf16 autocast: several times faster on CPUs with AMX/AVX512-BF16; weights stay fp32."),
     click.option("--epochs", type=click.IntRange(1)),
     click.option("--max-steps", type=click.IntRange(1)),
     click.option("--time-budget", type=Duration(), help="Wall-clock limit, e.g. 3m or 1h30m."),

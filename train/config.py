@@ -37,6 +37,7 @@ class TrainConfig:
     schedule: str = "cosine"
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+    precision: str = "fp32"
     # limits (the first one reached ends the run; none given means 10 epochs)
     epochs: int | None = None
     max_steps: int | None = None
@@ -65,6 +66,7 @@ class TrainConfig:
             (all(v is None or v > 0 for v in (self.epochs, self.max_steps, self.time_budget)),
              "--epochs, --max-steps and --time-budget must be > 0"),
             (self.device in ("auto", "cpu", "cuda", "mps"), "--device must be auto, cpu, cuda or mps"),
+            (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
         ]
         for ok, message in checks:
             if not ok:

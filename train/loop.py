@@ -278,7 +278,9 @@ class Run:
 
     def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         inputs, targets = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
-        logits, _ = self.parallel(inputs)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            logits, _ = self.parallel(inputs)
+        logits = logits.float()
         mask = targets != IGNORE
         loss = F.cross_entropy(logits[mask], targets[mask])
         value = loss.item()
