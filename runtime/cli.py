@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 UNKNOWN_POLICIES = ("error", "skip", "replace")
 """As seqgen.vocab.UNKNOWN_POLICIES, written out because importing seqgen.vocab pulls in numpy."""
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+"""Backslash escapes understood in --stop, since a shell cannot easily pass a newline."""
 BENCH_REPEATS = 3
 BENCH_WARMUP_CHARS = 10
 
@@ -157,6 +160,11 @@ def text_argument(value: str) -> str:
     return read_file("-").removesuffix("\n") if value == "-" else value
 
 
+def unescape(text: str) -> str:
+    """`text` with the backslash escapes of ESCAPES replaced by their characters; other backslashes stay."""
+    return re.sub(r"\\(.)", lambda match: ESCAPES.get(match[1], match[0]), text)
+
+
 def _print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2))
 
@@ -209,7 +217,8 @@ def predict(text: str, k: int, as_json: bool, choice: ModelChoice) -> None:
 @click.option("--top-p", type=float, help="Sample only from the smallest set holding this much probability.")
 @click.option("--min-p", type=float, help="Drop characters less likely than this times the most likely one.")
 @click.option("--repetition-penalty", type=float, default=1.0, show_default=True, help="Above 1 avoids repeats.")
-@click.option("--stop", multiple=True, metavar="S", help="Stop before this text (repeatable; never printed).")
+@click.option("--stop", multiple=True, metavar="S", callback=lambda _ctx, _param, stops: tuple(map(unescape, stops)),
+              help="Stop before this text (repeatable; never printed). \\n, \\t, \\r and \\\\ are understood.")
 @click.option("--seed", type=int, help="Random seed, for reproducible samples.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many samples to make (made together as one batch).")

@@ -124,6 +124,14 @@ def test_generate_stops_before_a_stop_string(tiny_model: Path) -> None:
     assert stopped.stdout == full[: full.index(stop)] + "\n"
 
 
+def test_stop_strings_understand_backslash_escapes(tiny_model: Path) -> None:
+    assert cli.unescape(r"a\nb\tc\\n\q") == "a\nb\tc\\n\\q"
+    full = run("generate", "-n", 300, "--seed", 11, "--model", tiny_model).stdout.removesuffix("\n")
+    assert "\n" in full  # the seed is chosen so that the text has a newline
+    stopped = run("generate", "-n", 300, "--seed", 11, "--stop", r"\n", "--model", tiny_model)
+    assert stopped.stdout == full[: full.index("\n")] + "\n"
+
+
 def test_generate_many_samples(tiny_models: dict[str, Path]) -> None:
     model = seqgen.load(tiny_models["lstm"])
     expected = model.generate_batch(["ab"] * 3, 25, seed=2)
