@@ -8,18 +8,33 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import SeqgenError
-from .model import Model, Score
-from .modelfile import shipped_models
-from .sampling import Sampling
-from .session import Session
-from .vocab import BOUNDARY, Vocabulary
+
+if TYPE_CHECKING:
+    from .model import Model, Score
+    from .modelfile import shipped_models
+    from .sampling import Sampling
+    from .session import Session
+    from .vocab import BOUNDARY, Vocabulary
 
 __version__ = "0.1.0"
 __all__ = ["BOUNDARY", "Model", "Sampling", "Score", "SeqgenError", "Session", "Vocabulary", "load",
            "shipped_models"]
+
+# Imported on first use, so that `import seqgen` (and `seqgen-run --help`) stays cheap: onnxruntime
+# and numpy load only when a model is.
+_LAZY = {"Model": "model", "Score": "model", "shipped_models": "modelfile", "Sampling": "sampling",
+         "Session": "session", "BOUNDARY": "vocab", "Vocabulary": "vocab"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'seqgen' has no attribute {name!r}")
 
 
 def load(path: str | Path | None = None, *, threads: int = 1, verify: bool = True) -> Model:
@@ -28,6 +43,7 @@ def load(path: str | Path | None = None, *, threads: int = 1, verify: bool = Tru
     `threads` is onnxruntime's intra-op thread count (1 is fastest on small machines);
     `verify` checks the weights against the sha256 recorded in the file.
     """
-    from . import modelfile  # keep the namespace small
+    from .model import Model
+    from .modelfile import read
 
-    return Model(modelfile.read(path, verify=verify), threads=threads)
+    return Model(read(path, verify=verify), threads=threads)

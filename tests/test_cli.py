@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import seqgen
 from click.testing import CliRunner, Result
+
+import seqgen
 from seqgen import cli, modelfile, vocab
 
 

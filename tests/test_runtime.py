@@ -148,7 +148,7 @@ def test_line_model_score_counts_end_tokens(tiny_models: dict[str, Path]) -> Non
 
 
 def test_one_model_shared_by_threads_gives_the_sequential_results(model: seqgen.Model) -> None:
-    words = "the quick brown fox jumps over the lazy dog".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
     calls = [(kind, i) for i in range(len(words)) for kind in ("predict", "generate", "score")] * 30
 
     def run(call: tuple[str, int]) -> object:

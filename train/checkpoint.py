@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import torch
+
 from seqgen.errors import SeqgenError
 
 from .files import atomic_write

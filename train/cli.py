@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from seqgen.errors import SeqgenError
 
 from .config import TrainConfig, parse_duration

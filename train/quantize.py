@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
 import seqgen
 from seqgen.modelfile import PREFIX, graph_sha256
 
