@@ -10,16 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from click.testing import CliRunner
 
-torch = pytest.importorskip("torch")
-torch.set_num_threads(1)
-
-from click.testing import CliRunner  # noqa: E402
-from seqgen import BOUNDARY, Vocabulary  # noqa: E402
-from seqgen.errors import SeqgenError  # noqa: E402
-from seqgen.train import TrainConfig  # noqa: E402
-from seqgen.train.cli import main as train_cli  # noqa: E402
-from seqgen.train.data import (  # noqa: E402
+from seqgen import BOUNDARY, Vocabulary
+from seqgen.errors import SeqgenError
+from seqgen.train import TrainConfig
+from seqgen.train.cli import main as train_cli
+from seqgen.train.data import (
     IGNORE,
     Examples,
     batches,
@@ -31,8 +29,10 @@ from seqgen.train.data import (  # noqa: E402
     steps_per_epoch,
     text_dataset,
 )
-from seqgen.train.evaluate import held_out_text  # noqa: E402
-from seqgen.train.loop import build_dataset  # noqa: E402
+from seqgen.train.evaluate import held_out_text
+from seqgen.train.loop import build_dataset
+
+torch.set_num_threads(1)
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from seqgen.errors import SeqgenError
 from seqgen.vocab import BOUNDARY, Vocabulary
 

@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
+
 from seqgen import __version__
 from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_sha256
 from seqgen.vocab import Vocabulary

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from seqgen.errors import SeqgenError
 from seqgen.vocab import BOUNDARY, Vocabulary
-from torch import nn
 
 from . import checkpoint
 from .config import TrainConfig
@@ -35,7 +36,7 @@ EVAL_BATCH = 256
 
 
 class TrainingDiverged(SeqgenError):
-    """The loss became NaN or exploded; the last good checkpoint is kept."""
+    """The loss became NaN or exploded; the weights of that step are not saved, earlier checkpoints are kept."""
 
 
 @dataclass
@@ -141,13 +142,23 @@ class Run:
         saved = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
         if saved is not None:
             limits = {k: getattr(config, k) for k in ("epochs", "max_steps", "time_budget", "progress")}
-            config = TrainConfig.from_dict({**saved["config"], **{k: v for k, v in limits.items() if v is not None}})
+            # the saved choices, except the limits given now; corpus files given now replace the saved
+            # paths (a moved file), but must hold the same text (checked below); the folder is where it is now
+            given = {k: v for k, v in limits.items() if v is not None}
+            if config.corpus and not config.preset:
+                given["corpus"] = list(config.corpus)
+            config = TrainConfig.from_dict({**saved["config"], **given, "out": str(self.out)})
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.device = pick_device(config.device)
         self.data = dataset or build_dataset(config)
+        made_from = saved["corpus"] if saved is not None else {}
+        if made_from.get("sha256") and self.data.sha256 and made_from["sha256"] != self.data.sha256:
+            raise SeqgenError(f"checkpoint in {self.out} was made from another corpus ({made_from['name']}, "
+                              f"sha256 {made_from['sha256'][:12]}..., not {self.data.sha256[:12]}...); resume "
+                              "with the same text, or start a new run in another folder")
         if saved is not None and saved["vocab"] != self.data.vocab.to_json():
             raise SeqgenError(f"checkpoint in {self.out} was made with another vocabulary or corpus; "
                               "resume with the same corpus, or start a new run in another folder")
@@ -283,18 +294,23 @@ class Run:
         logits = logits.float()
         mask = targets != IGNORE
         loss = F.cross_entropy(logits[mask], targets[mask])
+        correct, tokens = int((logits[mask].argmax(-1) == targets[mask]).sum()), int(mask.sum())
         value = loss.item()
+        if self.world > 1:  # every rank judges (and logs) the loss of the whole step, so all stop together
+            totals = torch.tensor([value * tokens, correct, tokens], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(totals)
+            value, correct, tokens = float(totals[0] / totals[2]), int(totals[1]), int(totals[2])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         limit = 2 * math.log(self.data.vocab.size) + 1  # far worse than guessing uniformly: diverged
         if not math.isfinite(value) or not math.isfinite(float(norm)) or (self.step > 10 and value > limit):
             raise TrainingDiverged(
-                f"loss became {value:.4g} at step {self.step + 1} (diverged); the last good checkpoint is kept in "
-                f"{self.out}; lower --lr or --grad-clip and resume or start again")
+                f"loss became {value:.4g} at step {self.step + 1} (diverged), so training stopped; {self.out} keeps "
+                "the last checkpoint and the best weights (seqgen-train export can export them); start again "
+                "with a lower --lr or --grad-clip (a resumed run would repeat the same steps)")
         self.optimizer.step()
-        correct = int((logits[mask].argmax(-1) == targets[mask]).sum())
-        return value, correct, int(mask.sum())
+        return value, correct, tokens
 
     def _evaluate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # a tqdm bar
         val_loss, val_accuracy = evaluate(self.model, self.data.val, self.device)

@@ -1,0 +1,266 @@
+"""The training loop: each cell learns and exports a model the runtime loads, early stopping keeps the
+best weights, divergence stops cleanly, bad checkpoints are refused, fit_texts trains from memory."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import seqgen
+from seqgen.errors import SeqgenError
+from seqgen.train import TrainConfig, fit_texts, train
+from seqgen.train import loop as loop_module
+from seqgen.train.loop import TrainingDiverged
+
+torch.set_num_threads(1)
+
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "a", "small", "cat",
+         "sleeps", "on", "the", "warm", "mat", "and", "birds", "sing", "in", "the", "old", "tree", "by", "river"]
+
+
+def corpus_text(chars: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    while sum(map(len, out)) < chars:
+        out.append(str(rng.choice(WORDS)) + (".\n" if rng.random() < 0.1 else " "))
+    return "".join(out)[:chars]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(corpus_text(3000), encoding="utf-8")
+    return path
+
+
+def tiny(corpus: Path, out: Path, **options: object) -> TrainConfig:
+    """A config that trains in well under a second per few dozen steps."""
+    base: dict[str, object] = {"corpus": [str(corpus)], "out": str(out), "cell": "lstm", "layers": 2, "hidden": 32,
+                               "embedding": 8, "seq_len": 32, "batch_size": 8, "lr": 1e-2, "warmup_steps": 5,
+                               "max_steps": 40, "eval_every": 10, "samples": 0, "progress": False,
+                               "device": "cpu", "threads": 1}
+    return TrainConfig(**{**base, **options})
+
+
+def metrics(run: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def saved(path: Path) -> dict[str, object]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_each_cell_learns_and_exports_a_model_the_runtime_loads(corpus: Path, tmp_path: Path, cell: str) -> None:
+    out = tmp_path / cell
+    result = train(tiny(corpus, out, cell=cell, dropout=0.1))
+    assert result.stopped == "max steps" and result.steps == 40
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.2
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    assert result.best_val_loss == min(r["val_loss"] for r in rows) < math.log(27)  # better than uniform
+    assert result.model_path == out / "model.onnx"
+
+    model = seqgen.load(result.model_path)
+    info = model.info
+    assert info["cell"] == cell and info["layers"] == 2 and info["hidden_size"] == 32
+    assert float(info["parity_max_abs_diff"]) <= 1e-4
+    assert info["quantization"] == "none"
+    assert info["corpus"] == corpus.name and len(info["corpus_sha256"]) == 64
+    assert info["training"]["config"]["cell"] == cell
+    assert info["val_loss"] == pytest.approx(result.best_val_loss, abs=1e-4)
+    # the runtime computes what the trained torch model computes
+    text = corpus_text(200, seed=9)
+    score = model.score(text)
+    assert math.isfinite(score.loss) and score.loss < math.log(model.vocab.size)
+
+
+def test_checkpoints_load_with_weights_only_and_hold_what_resume_needs(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(corpus, out, max_steps=10, eval_every=5))
+    state = saved(out / "checkpoint.pt")
+    assert state["step"] == 10
+    for key in ("model", "optimizer", "torch_rng", "config", "vocab", "epoch", "batch_in_epoch", "best_val"):
+        assert key in state
+    assert state["config"]["max_steps"] == 10
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_exported_files_are_readable_like_ordinary_files(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(corpus, out, max_steps=5, eval_every=5))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.onnx", "checkpoint.pt", "metrics.jsonl"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+# -- early stopping -------------------------------------------------------------------------------
+
+
+def random_items(count: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list("abcdefghij"), size=8)) for _ in range(count)]
+
+
+def test_early_stopping_ends_the_run_and_exports_the_best_weights(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # random strings: the model soon memorises the training items and the held-out loss rises
+    result = fit_texts(random_items(40), out, cell="gru", layers=1, hidden=64, embedding=8, lr=0.1,
+                       schedule="constant", warmup_steps=0, batch_size=8, eval_every=5, patience=2, max_steps=400,
+                       samples=0, progress=False, device="cpu", threads=1)
+    assert result.stopped == "early stopping"
+    assert result.steps < 400
+    rows = metrics(out)
+    best_row = min(rows, key=lambda r: r["val_loss"])
+    best, last = saved(out / "best.pt"), saved(out / "checkpoint.pt")
+    assert best["step"] == best["best_step"] == last["best_step"] == best_row["step"]
+    assert result.steps == best_row["step"] + 2 * 5  # two evaluations without improvement
+    assert all(r["val_loss"] >= best_row["val_loss"] for r in rows if r["step"] > best_row["step"])
+    assert result.best_val_loss == pytest.approx(best_row["val_loss"])
+    # model.onnx holds the best weights, not the last ones
+    info = seqgen.load(out / "model.onnx").info
+    assert info["best_step"] == best_row["step"]
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(out / "model.onnx").graph.initializer}
+    assert np.array_equal(weights["embedding"], best["model"]["embedding.weight"].numpy())
+    assert not np.array_equal(weights["embedding"], last["model"]["embedding.weight"].numpy())
+
+
+# -- divergence -----------------------------------------------------------------------------------
+
+
+def test_an_exploding_learning_rate_stops_with_training_diverged(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="diverged") as caught:
+        train(tiny(corpus, out, layers=1, lr=1e6, warmup_steps=0, max_steps=60, eval_every=2, checkpoint_every=1))
+    assert isinstance(caught.value, SeqgenError) and "\n" not in str(caught.value)
+    assert str(out) in str(caught.value)
+    kept = saved(out / "checkpoint.pt")
+    assert 1 <= kept["step"] < 60
+    assert all(torch.isfinite(v).all() for v in kept["model"].values())
+    assert not (out / "model.onnx").exists()
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    real = loop_module.F.cross_entropy
+    calls = {"train": 0}
+
+    def poisoned(logits: torch.Tensor, target: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        loss = real(logits, target, *args, **kwargs)
+        if kwargs.get("reduction", "mean") == "mean":  # the training loss, not the evaluation's sum
+            calls["train"] += 1
+            if calls["train"] == 8:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(loop_module.F, "cross_entropy", poisoned)
+    with pytest.raises(TrainingDiverged, match="at step 8"):
+        train(tiny(corpus, out, max_steps=20, eval_every=3, checkpoint_every=3))
+    kept, best = saved(out / "checkpoint.pt"), saved(out / "best.pt")
+    assert kept["step"] == 6 and best["step"] == 6
+    assert all(torch.isfinite(v).all() for v in kept["model"].values())
+    assert max(r["step"] for r in metrics(out)) == 6
+
+
+# -- refused checkpoints --------------------------------------------------------------------------
+
+
+def test_a_corrupt_checkpoint_is_refused_on_resume(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(corpus, out, max_steps=5, eval_every=5))
+    (out / "checkpoint.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(SeqgenError, match="damaged or not a seqgen checkpoint") as caught:
+        train(tiny(corpus, out, max_steps=10), resume=True)
+    assert "checkpoint.pt" in str(caught.value)
+    (out / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(SeqgenError, match="damaged or not a seqgen checkpoint"):
+        train(tiny(corpus, out, max_steps=10), resume=True)
+
+
+def test_resume_without_a_checkpoint_is_refused(corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(SeqgenError, match="no checkpoint"):
+        train(tiny(corpus, tmp_path / "never"), resume=True)
+
+
+def test_a_checkpoint_of_another_corpus_is_refused_on_resume(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(corpus, out, max_steps=5, eval_every=5))
+    before = (out / "checkpoint.pt").read_bytes()
+    other = tmp_path / "other.txt"  # the same characters in another order: the vocabulary alone cannot tell
+    other.write_text(corpus_text(3000, seed=5), encoding="utf-8")
+    with pytest.raises(SeqgenError, match="another corpus"):
+        train(tiny(other, out, max_steps=10), resume=True)
+    # a corpus edited in place since the checkpoint is refused as well
+    edited = tmp_path / "edited.txt"
+    edited.write_text(corpus.read_text(encoding="utf-8"), encoding="utf-8")
+    train(tiny(edited, tmp_path / "run2", max_steps=5, eval_every=5))
+    edited.write_text(corpus_text(3000, seed=6), encoding="utf-8")
+    with pytest.raises(SeqgenError, match="another corpus"):
+        train(tiny(edited, tmp_path / "run2", max_steps=10), resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_checkpoint_of_another_vocabulary_is_refused_on_resume(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(corpus, out, max_steps=5, eval_every=5))
+    other = tmp_path / "digits.txt"
+    other.write_text("0123456789 " * 300, encoding="utf-8")
+    with pytest.raises(SeqgenError, match="another"):
+        train(tiny(other, out, max_steps=10), resume=True)
+
+
+# -- training from memory -------------------------------------------------------------------------
+
+
+def test_fit_texts_with_strings_trains_line_items(tmp_path: Path) -> None:
+    names = ["anna", "bob", "carl", "dora", "emil", "fred", "gina", "hugo", "ida", "jan", "kim", "lena"] * 3
+    result = fit_texts(names, tmp_path / "names", cell="gru", layers=1, hidden=32, embedding=8, lr=0.02,
+                       warmup_steps=0, batch_size=8, max_steps=60, eval_every=20, samples=1, progress=False,
+                       device="cpu", threads=1)
+    assert result.steps == 60
+    model = seqgen.load(result.model_path)
+    assert model.file.line_items and model.info["line_items"] is True
+    assert set(model.vocab.chars) == set("".join(names))
+    rows = metrics(tmp_path / "names")
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    # an item ends: generation stops at the boundary long before the limit
+    generated = model.generate("", 100, temperature=0.5, seed=1)
+    assert len(generated) < 30 and "\n" not in generated
+
+
+def test_fit_texts_with_pairs_learns_the_next_character(tmp_path: Path) -> None:
+    letters = "abcdefghij"
+    examples = [(letters[i : i + 4], letters[i + 1 : i + 5]) for i in range(6)]
+    result = fit_texts(examples, tmp_path / "pairs", cell="gru", layers=1, hidden=32, embedding=8, lr=0.03,
+                       warmup_steps=0, schedule="constant", batch_size=8, max_steps=150, eval_every=50,
+                       samples=0, progress=False, device="cpu", threads=1)
+    assert result.train_accuracy == 1.0 and result.best_val_accuracy == 1.0
+    model = seqgen.load(result.model_path)
+    assert not model.file.line_items
+    for prompt, expected in (("cde", "f"), ("defg", "h"), ("a", "b")):
+        assert model.predict(prompt, 1)[0][0] == expected
+
+
+def test_fit_texts_rejects_mixed_or_empty_input(tmp_path: Path) -> None:
+    with pytest.raises(SeqgenError, match="fit_texts takes"):
+        fit_texts([], tmp_path / "x")
+    with pytest.raises(SeqgenError, match="fit_texts takes"):
+        fit_texts(["abc", ("ab", "c")], tmp_path / "x")  # type: ignore[list-item]
+
+
+def test_bad_options_are_one_clear_error() -> None:
+    with pytest.raises(SeqgenError, match="--cell"):
+        TrainConfig(cell="transformer")
+    with pytest.raises(SeqgenError, match="--dropout"):
+        TrainConfig(dropout=1.0)
