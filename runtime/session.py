@@ -1,8 +1,8 @@
 """A Session carries the recurrent state of one or more sequences through the exported step graph.
 
-Text fed in is processed in one call; each further character costs one step. The Session owns
-its state and buffers, so many Sessions may share one Model (and its onnxruntime session) across
-threads.
+Text fed in is processed in one call; each further token costs one step. A step writes into
+buffers bound once to the graph (onnxruntime's IOBinding), so the per-character path allocates
+nothing. A Session belongs to one thread; many Sessions may share one Model across threads.
 """
 
 from __future__ import annotations
@@ -32,9 +32,12 @@ class Session:
         self.model = model
         self.batch_size = batch_size
         shape = (model.file.layers, batch_size, model.file.hidden_size)
+        # States live in fixed buffers: graph inputs, refreshed in place after every call.
         self._state = {name: np.zeros(shape, np.float32) for name in model.state_names}
         self._logits: np.ndarray | None = None  # [batch, vocab] after the last token fed
-        self._history: list[np.ndarray] = []  # [batch, time] token arrays fed so far, boundary first
+        self._tokens = np.empty((batch_size, 64), np.int64)  # every token fed, boundary first; grows
+        self._length = 0
+        self._step = None  # the bound single-token call, made on first use
         self.steps = 0
         """Number of calls into the graph so far (a cost counter, used by tests)."""
 
@@ -45,13 +48,14 @@ class Session:
         batch = cls(model, len(sessions))
         for single in sessions:
             single.logits()  # make sure each has started
-        batch._state = {n: np.concatenate([s._state[n] for s in sessions], axis=1) for n in model.state_names}
+        for name, buffer in batch._state.items():
+            np.concatenate([s._state[name] for s in sessions], axis=1, out=buffer)
         batch._logits = np.concatenate([s._logits for s in sessions])  # type: ignore[misc]
-        width = max(s.tokens.shape[1] for s in sessions)
+        width = max(s._length for s in sessions)
         history = np.full((len(sessions), width), BOUNDARY, np.int64)  # ragged rows: left-padded
         for row, single in enumerate(sessions):
-            history[row, width - single.tokens.shape[1] :] = single.tokens[0]
-        batch._history = [history]
+            history[row, width - single._length :] = single.tokens[0]
+        batch._append(history)
         return batch
 
     # -- feeding ---------------------------------------------------------------------------
@@ -74,10 +78,9 @@ class Session:
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.ndim != 2 or tokens.shape[0] != self.batch_size:
             raise SeqgenError(f"tokens must have shape [{self.batch_size}, time], got {list(tokens.shape)}")
-        if not self._history:
+        if not self._length:
             tokens = np.concatenate([np.full((self.batch_size, 1), BOUNDARY, np.int64), tokens], axis=1)
-        if tokens.shape[1]:
-            self._history.append(tokens)
+        self._append(tokens)
         for start in range(0, tokens.shape[1], MAX_CHUNK):
             logits = self._run(np.ascontiguousarray(tokens[:, start : start + MAX_CHUNK]))
             self._logits = logits[:, -1]
@@ -86,9 +89,28 @@ class Session:
     def _run(self, tokens: np.ndarray) -> np.ndarray:
         feeds = {"tokens": tokens, **self._state}
         logits, *states = self.model.ort.run(self.model.output_names, feeds)
-        self._state = dict(zip(self.model.state_names, states))
+        for buffer, new in zip(self._state.values(), states):
+            np.copyto(buffer, new)
         self.steps += 1
         return logits
+
+    def step(self, ids: np.ndarray) -> None:
+        """Append one token per sequence (`ids`, [batch]) in one bound call: the per-character path."""
+        if self._step is None:
+            self.logits()  # a fresh session feeds its boundary token first
+            self._step = _BoundStep(self)
+        self._append(ids[:, None])
+        self._logits = self._step(ids)
+        self.steps += 1
+
+    def _append(self, tokens: np.ndarray) -> None:
+        end = self._length + tokens.shape[1]
+        if end > self._tokens.shape[1]:
+            grown = np.empty((self.batch_size, max(2 * self._tokens.shape[1], end)), np.int64)
+            grown[:, : self._length] = self._tokens[:, : self._length]
+            self._tokens = grown
+        self._tokens[:, self._length : end] = tokens
+        self._length = end
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -111,25 +133,12 @@ class Session:
     def tokens(self) -> np.ndarray:
         """All token ids fed so far ([batch, time]), the starting boundary included; rows of a stacked
         batch whose prompts differed in length are left-padded with the boundary token."""
-        if not self._history:
-            return np.empty((self.batch_size, 0), np.int64)
-        if len(self._history) > 1:
-            self._history = [np.concatenate(self._history, axis=1)]
-        return self._history[0]
+        return self._tokens[:, : self._length]
 
     @property
     def text(self) -> list[str]:
         """The text of each sequence so far (boundary tokens left out)."""
         return [self.model.vocab.decode(row) for row in self.tokens.tolist()]
-
-    def _recent(self, window: int) -> np.ndarray:
-        pieces, count = [], 0
-        for piece in reversed(self._history):
-            pieces.append(piece)
-            count += piece.shape[1]
-            if count >= window:
-                break
-        return np.concatenate(pieces[::-1], axis=1)[:, -window:]
 
     # -- sampling ----------------------------------------------------------------------------
 
@@ -140,9 +149,9 @@ class Session:
         if not self.model.file.line_items:
             logits[:, BOUNDARY] = -np.inf
         if options.repetition_penalty != 1.0:
-            penalize(logits, self._recent(PENALTY_WINDOW), options.repetition_penalty)
+            penalize(logits, self.tokens[:, -PENALTY_WINDOW:], options.repetition_penalty)
         ids = choose(logits, options, rng if rng is not None else np.random.default_rng())
-        self.feed_tokens(ids[:, None])
+        self.step(ids)
         return ids
 
     # -- state -------------------------------------------------------------------------------
@@ -169,6 +178,32 @@ class Session:
         if tokens.ndim != 2 or tokens.shape[0] != self.batch_size or tokens.size == 0 \
                 or tokens.min() < 0 or tokens.max() >= vocab:
             raise SeqgenError("saved state's tokens do not fit this model; save it from a session of this model")
-        self._state = {name: np.array(saved[name], np.float32) for name in self.model.state_names}
+        for name, buffer in self._state.items():
+            np.copyto(buffer, saved[name])
         self._logits = np.array(saved["logits"], np.float32)
-        self._history = [tokens.copy()]
+        self._length = 0
+        self._append(tokens)
+
+
+class _BoundStep:
+    """One token per sequence through the graph, inputs and outputs bound to fixed buffers."""
+
+    def __init__(self, session: Session) -> None:
+        model, batch = session.model, session.batch_size
+        self.ort = model.ort
+        self.tokens = np.zeros((batch, 1), np.int64)
+        self.logits = np.empty((batch, 1, model.vocab.size), np.float32)
+        self.copies = [(buffer, np.empty_like(buffer)) for buffer in session._state.values()]
+        self.binding = binding = model.ort.io_binding()
+        for name, array in (("tokens", self.tokens), *session._state.items()):
+            binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+        outputs = (self.logits, *(fresh for _, fresh in self.copies))
+        for name, array in zip(model.output_names, outputs):
+            binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        self.tokens[:, 0] = ids
+        self.ort.run_with_iobinding(self.binding)
+        for state, fresh in self.copies:
+            state[...] = fresh
+        return self.logits[:, 0]
