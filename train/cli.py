@@ -105,6 +105,10 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
 
         chosen = {k: v for k, v in given.items() if v is not None}
         if resume:
+            out = chosen.pop("out", resume)
+            if Path(out).resolve() != Path(resume).resolve():
+                raise SeqgenError(f"--resume continues the run in its own folder {resume}, so --out {out} cannot "
+                                  "apply; drop --out, or copy the folder and resume the copy")
             config = TrainConfig(corpus=list(corpus), out=resume, **chosen)  # limits override the saved ones
         else:
             if not corpus and not chosen.get("preset"):
