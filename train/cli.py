@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -135,13 +136,16 @@ def export(run: str, out: str, quantize: str | None) -> None:
     def action() -> None:
         from .loop import export_run
 
-        path = export_run(run, out)
-        report: dict[str, object] = {"model": str(path), "bytes": path.stat().st_size}
-        if quantize:
-            from .quantize import quantize_int8
+        if not quantize:
+            path = export_run(run, out)
+            click.echo(json.dumps({"model": str(path), "bytes": path.stat().st_size, "quantization": "none"}))
+            return
+        from .quantize import quantize_int8
 
-            report.update(quantize_int8(path, path))
-        click.echo(json.dumps(report))
+        with tempfile.TemporaryDirectory() as folder:  # the float model, to quantize and compare with
+            report = quantize_int8(export_run(run, Path(folder) / "float.onnx"), out)
+        click.echo(json.dumps({"model": out, "bytes": report["int8_bytes"], "quantization": "int8",
+                               **{k: v for k, v in report.items() if k != "quantized"}}))
 
     _run_guarded(action)
 

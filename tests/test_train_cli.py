@@ -1,0 +1,199 @@
+"""seqgen-train's commands end to end: the seed notebook's presets answered through seqgen-run, int8
+export, held-out evaluation and loss plots."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import seqgen
+from seqgen.train import TrainConfig, fit_texts, train
+from seqgen.train.cli import main as train_cli
+from seqgen.train.evaluate import held_out_text
+from seqgen.train.quantize import quantize_int8
+
+torch.set_num_threads(1)
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def seqgen_run(*args: str) -> list[dict[str, object]]:
+    """`seqgen-run predict ... --json` in its own process (the runtime CLI users call)."""
+    done = subprocess.run([str(BIN / "seqgen-run"), "predict", *args, "--json"], capture_output=True, text=True,
+                          env=ENV, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def fit(*args: str) -> dict[str, object]:
+    result = CliRunner().invoke(train_cli, ["fit", *args, "--no-progress", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(2)
+    words = ["rain", "falls", "on", "the", "plain", "in", "spain", "mainly", "and", "snow", "on", "hills"]
+    path = tmp_path_factory.mktemp("corpus") / "spain.txt"
+    path.write_text(" ".join(str(w) for w in rng.choice(words, size=600)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lstm_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "lstm"
+    train(TrainConfig(corpus=[str(corpus)], out=str(out), cell="lstm", layers=1, hidden=64, embedding=8,
+                      seq_len=32, batch_size=8, lr=1e-2, warmup_steps=5, max_steps=40, eval_every=10, samples=0,
+                      progress=False, device="cpu", threads=1))
+    return out
+
+
+# -- the seed notebook ----------------------------------------------------------------------------
+
+
+def test_alphabet_seq2seq_preset_reaches_full_accuracy_and_continues_the_alphabet(tmp_path: Path) -> None:
+    out = tmp_path / "alphabet"
+    report = fit("--preset", "alphabet-seq2seq", "--out", str(out))
+    assert report["train_accuracy"] == 1.0 and report["best_val_accuracy"] == 1.0
+    model = out / "model.onnx"
+    info = seqgen.load(model).info
+    assert info["cell"] == "rnn_relu" and info["hidden_size"] == 64 and info["embedding_size"] == 8
+    assert info["corpus"] == "preset:alphabet-seq2seq"
+    for prompt, expected in (("cde", "f"), ("def", "g"), ("efg", "h"), ("abcd", "e")):
+        ranked = seqgen_run("--model", str(model), prompt, "-k", "3")
+        assert ranked[0]["char"] == expected, (prompt, ranked)
+        assert ranked[0]["prob"] > 0.5
+
+
+def test_alphabet_next_preset_predicts_the_third_letter_from_two(tmp_path: Path) -> None:
+    out = tmp_path / "next"
+    report = fit("--preset", "alphabet-next", "--out", str(out))
+    assert report["train_accuracy"] == 1.0
+    model = seqgen.load(out / "model.onnx")
+    assert "".join(model.vocab.chars) == "cdefghbiaj"  # Keras' frequency order, ties by first appearance
+    for first, second, third in ("abc", "bcd", "cde", "def", "efg", "fgh", "ghi", "hij"):
+        assert model.predict(first + second, 1)[0][0] == third
+    for prompt, expected in (("ab", "c"), ("cd", "e")):
+        assert seqgen_run("--model", str(out / "model.onnx"), prompt)[0]["char"] == expected
+
+
+def test_preset_options_can_be_overridden(tmp_path: Path) -> None:
+    report = fit("--preset", "alphabet-next", "--out", str(tmp_path / "short"), "--epochs", "3")
+    assert report["steps"] == 3 and report["stopped"] == "epochs"
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+
+def test_int8_export_is_smaller_loads_in_the_runtime_and_reports_agreement(lstm_run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    plain = runner.invoke(train_cli, ["export", str(lstm_run), "--out", str(tmp_path / "float.onnx")])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["quantization"] == "none"
+    result = runner.invoke(train_cli, ["export", str(lstm_run), "--out", str(tmp_path / "int8.onnx"),
+                                       "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    float_size, int8_size = (tmp_path / "float.onnx").stat().st_size, (tmp_path / "int8.onnx").stat().st_size
+    assert int8_size < 0.6 * float_size  # the LSTM's weights are stored as int8
+    assert report["model"] == str(tmp_path / "int8.onnx") and report["bytes"] == report["int8_bytes"] == int8_size
+    assert report["float_bytes"] == float_size
+    assert report["size_ratio"] == round(int8_size / float_size, 3)
+    assert 0.9 <= report["top1_agreement"] <= 1.0 and report["top1_positions"] >= 4000
+
+    quantized, reference = seqgen.load(tmp_path / "int8.onnx"), seqgen.load(tmp_path / "float.onnx")
+    assert quantized.info["quantization"] == "int8" and reference.info["quantization"] == "none"
+    assert quantized.info["best_step"] == reference.info["best_step"]
+    assert quantized.predict("the pla", 1)[0][0] == reference.predict("the pla", 1)[0][0]
+    assert abs(quantized.score("rain on the plain").loss - reference.score("rain on the plain").loss) < 0.1
+
+
+def test_int8_export_of_a_run_prints_only_its_report(lstm_run: Path, tmp_path: Path) -> None:
+    """onnxruntime.quantization's WARNING:root lines stay out of the user's terminal."""
+    done = subprocess.run([str(BIN / "seqgen-train"), "export", str(lstm_run), "--out", str(tmp_path / "q.onnx"),
+                           "--quantize", "int8"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert json.loads(done.stdout)["quantization"] == "int8"
+
+
+def test_quantizing_logs_no_warnings_and_leaves_the_root_logger_alone(
+        lstm_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    report = quantize_int8(lstm_run / "model.onnx", tmp_path / "q.onnx")
+    assert report["int8_bytes"] < report["float_bytes"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert root.level == level and root.handlers == handlers
+
+
+def test_int8_agreement_of_a_line_item_model_covers_many_items(tmp_path: Path) -> None:
+    names = ["anna", "bob", "carl", "dora", "emil", "fred", "gina", "hugo", "ida", "jan"] * 3
+    result = fit_texts(names, tmp_path / "names", cell="gru", layers=1, hidden=32, embedding=8, max_steps=20,
+                       eval_every=10, samples=0, progress=False, device="cpu", threads=1)
+    report = quantize_int8(result.model_path, tmp_path / "q.onnx")
+    assert report["top1_positions"] >= 4000  # not just the first sampled item
+    assert 0.0 <= report["top1_agreement"] <= 1.0
+    assert seqgen.load(tmp_path / "q.onnx").file.line_items
+
+
+def test_export_of_a_folder_that_is_not_a_run_is_one_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(train_cli, ["export", str(tmp_path), "--out", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and "best.pt" in result.stderr
+
+
+# -- eval and plot --------------------------------------------------------------------------------
+
+
+def test_eval_scores_the_held_out_split_through_the_runtime(lstm_run: Path, corpus: Path) -> None:
+    for target in (lstm_run, lstm_run / "model.onnx"):
+        result = CliRunner().invoke(train_cli, ["eval", str(target), str(corpus)])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        tail = held_out_text(corpus.read_text(encoding="utf-8"), line_items=False, val_fraction=0.1)
+        expected = seqgen.load(lstm_run / "model.onnx").score(tail)
+        assert report["tokens"] == expected.tokens == len(tail)
+        assert report["loss"] == round(expected.loss, 4)
+        assert report["bits_per_char"] == pytest.approx(report["loss"] / math.log(2), abs=1e-3)
+        assert report["accuracy"] == round(expected.accuracy, 4)
+        assert 0 < report["accuracy"] <= 1
+        assert report["loss"] < math.log(seqgen.load(lstm_run / "model.onnx").vocab.size)
+
+
+def test_eval_of_a_line_item_model_scores_the_held_out_items(tmp_path: Path) -> None:
+    names = [f"{a}{b}" for a in ("an", "bo", "ca", "do") for b in ("na", "ra", "to", "li", "mo")]
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("\n".join(names) + "\n", encoding="utf-8")
+    fit(str(corpus), "--lines", "--out", str(tmp_path / "run"), "--cell", "gru", "--layers", "1", "--hidden", "16",
+        "--embedding", "8", "--max-steps", "10", "--eval-every", "5", "--seed", "4", "--samples", "0")
+    result = CliRunner().invoke(train_cli, ["eval", str(tmp_path / "run"), str(corpus)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["line_items"] is True
+    held = held_out_text(corpus.read_text(encoding="utf-8"), line_items=True, seed=4).split("\n")
+    assert len(held) == 2 and report["tokens"] == sum(len(item) + 1 for item in held)
+
+
+def test_plot_draws_the_loss_curves_to_a_png(lstm_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(train_cli, ["plot", str(lstm_run)])
+    assert result.exit_code == 0, result.output
+    png = Path(result.stdout.strip())
+    assert png == lstm_run / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    other = CliRunner().invoke(train_cli, ["plot", str(lstm_run), "--out", str(tmp_path / "curves.png")])
+    assert other.exit_code == 0 and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    empty = CliRunner().invoke(train_cli, ["plot", str(tmp_path)])
+    assert empty.exit_code == 2 and "metrics.jsonl" in empty.stderr
