@@ -1,0 +1,119 @@
+"""Do simple RNNs lose long-range information where LSTM and GRU keep it? A measurement.
+
+The seed notebook ends by claiming so; this task tests it. Each sequence is a key (one of 8
+letters), then N distractor digits, then "?": the model must answer the key. Chance is 1/8.
+Every cell gets the same parameter budget, the same data and the same number of steps; accuracy
+is measured through the runtime on held-out sequences.
+
+    python benchmarks/long_range.py [--distances 5 10 20 40 70 100] [--steps 1500] [--out docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import seqgen
+from seqgen.train import CharRNN, fit_texts
+from seqgen.train.loop import TrainingDiverged
+
+KEYS, NOISE = "abcdefgh", "0123456789"
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+EMBEDDING = 8
+
+
+def sequences(count: int, distance: int, rng: random.Random) -> list[tuple[str, str]]:
+    """(key + N digits + '?', key) pairs."""
+    pairs = []
+    for _ in range(count):
+        key = rng.choice(KEYS)
+        pairs.append((key + "".join(rng.choice(NOISE) for _ in range(distance)) + "?", key))
+    return pairs
+
+
+def hidden_for_budget(cell: str, budget: int, vocab_size: int) -> int:
+    """The hidden size whose one-layer CharRNN comes closest to `budget` parameters."""
+    return min(range(4, 512), key=lambda h: abs(CharRNN(vocab_size, cell, EMBEDDING, h, 1).parameter_count - budget))
+
+
+def accuracy(model_path: Path, test: list[tuple[str, str]]) -> float:
+    model = seqgen.load(model_path)
+    answers = model.predict_batch([source for source, _ in test], k=1)
+    return sum(top[0][0] == key for top, (_, key) in zip(answers, test)) / len(test)
+
+
+def run(distance: int, cell: str, args: argparse.Namespace, folder: Path) -> dict[str, object]:
+    rng = random.Random(distance * 1000 + args.seed)
+    train_pairs, test_pairs = sequences(args.train, distance, rng), sequences(args.test, distance, rng)
+    vocab_size = len(KEYS + NOISE + "?") + 1
+    hidden = hidden_for_budget(cell, args.budget, vocab_size)
+    started = time.monotonic()
+    out = folder / f"{cell}-{distance}"
+    try:
+        result = fit_texts(train_pairs, out, cell=cell, layers=1, hidden=hidden, embedding=EMBEDDING,
+                           batch_size=64, lr=args.lr, warmup_steps=100, max_steps=args.steps,
+                           eval_every=args.steps, samples=0, progress=False, seed=args.seed, threads=1)
+        score = accuracy(result.model_path, test_pairs)
+    except TrainingDiverged:
+        score = float("nan")
+    parameters = CharRNN(vocab_size, cell, EMBEDDING, hidden, 1).parameter_count
+    return {"distance": distance, "cell": cell, "hidden": hidden, "parameters": parameters,
+            "accuracy": score, "seconds": round(time.monotonic() - started, 1)}
+
+
+def write_report(rows: list[dict[str, object]], args: argparse.Namespace, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for cell in CELLS:
+        mine = [r for r in rows if r["cell"] == cell]
+        axes.plot([r["distance"] for r in mine], [r["accuracy"] for r in mine], marker="o",
+                  label=f"{cell} (H={mine[0]['hidden']}, {mine[0]['parameters']} params)")
+    axes.axhline(1 / len(KEYS), color="grey", linestyle=":", label="chance")
+    axes.set_xlabel("distance N between the key and the question")
+    axes.set_ylabel("held-out accuracy")
+    axes.set_ylim(0, 1.05)
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.savefig(out / "long-range.png", dpi=100, bbox_inches="tight")
+    (out / "long-range.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--distances", type=int, nargs="+", default=[5, 10, 20, 40, 70, 100])
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+    parser.add_argument("--budget", type=int, default=10_000, help="parameters per model")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--train", type=int, default=4000, help="training sequences per distance")
+    parser.add_argument("--test", type=int, default=500, help="held-out sequences per distance")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for distance in args.distances:
+            for cell in args.cells:
+                rows.append(run(distance, cell, args, Path(tmp)))
+                print(json.dumps(rows[-1]), flush=True)
+    print("\n| N | " + " | ".join(args.cells) + " |\n|---|" + "---|" * len(args.cells))
+    for distance in args.distances:
+        cells = {r["cell"]: r["accuracy"] for r in rows if r["distance"] == distance}
+        print(f"| {distance} | " + " | ".join(f"{cells[c]:.2f}" for c in args.cells) + " |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_report(rows, args, args.out)
+
+
+if __name__ == "__main__":
+    main()
