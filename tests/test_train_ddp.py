@@ -106,3 +106,21 @@ def test_distributed_training_needs_more_examples_than_processes(tmp_path: Path,
     with pytest.raises(SeqgenError, match="fewer examples than the 64 processes"):
         fit_texts(["ab", "cd", "ef", "gh"], tmp_path / "run", layers=1, hidden=4, embedding=4, progress=False,
                   device="cpu", samples=0)
+
+
+@pytest.mark.parametrize("asked", ["auto", "cuda"])
+def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(asked: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(loop.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(loop.torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert loop.pick_device(asked) == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", 1)]
+    monkeypatch.delenv("LOCAL_RANK")
+    assert loop.pick_device(asked) == torch.device("cuda", 0)
+
+
+def test_asking_for_a_missing_gpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SeqgenError, match="no CUDA GPU"):
+        loop.pick_device("cuda")

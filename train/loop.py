@@ -73,11 +73,14 @@ def build_dataset(config: TrainConfig) -> Dataset:
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        name = "mps" if torch.backends.mps.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SeqgenError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SeqgenError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+        # one GPU per process under torchrun (explicit --device cuda too, not only auto); NCCL needs it current
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        return device
     if name == "mps" and not torch.backends.mps.is_available():
         raise SeqgenError("--device mps asked for, but this torch has no MPS; use --device cpu")
     return torch.device(name)
@@ -182,6 +185,8 @@ class Run:
             raise SeqgenError(f"checkpoint in {self.out} does not fit this model ({str(exc).splitlines()[0]}); "
                               "resume with the options it was made with") from None
         torch.set_rng_state(saved["torch_rng"])
+        if saved.get("device_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(saved["device_rng"], self.device)  # dropout on the GPU draws from here
         for key in ("step", "epoch", "batch_in_epoch", "elapsed", "best_val", "best_accuracy", "best_step",
                     "bad_evals"):
             setattr(self, key, saved[key])
@@ -196,6 +201,7 @@ class Run:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "device_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "elapsed": self.elapsed,
             "best_val": self.best_val, "best_accuracy": self.best_accuracy, "best_step": self.best_step,
             "bad_evals": self.bad_evals,
