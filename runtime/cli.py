@@ -43,9 +43,22 @@ class InputError(click.ClickException):
 class SeqgenGroup(click.Group):
     """The command group; turns every failure of a command into one stderr line and an exit code."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: object) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise InputError(_usage_line(exc)) from None
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # a bad flag or value: one line, like every other input error
+            raise InputError(_usage_line(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except SeqgenError as exc:
@@ -64,6 +77,12 @@ class SeqgenGroup(click.Group):
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split("\n"))
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """click's usage error as one line that points at the command's help."""
+    command = exc.ctx.command_path if exc.ctx is not None else "seqgen-run"
+    return f"{' '.join(exc.format_message().split())} (see {command} --help)"
 
 
 def _silence_stdout() -> None:
@@ -157,7 +176,13 @@ def read_file(path: str) -> str:
 
 def text_argument(value: str) -> str:
     """A text given on the command line, or stdin for `-` without the one trailing newline `echo` adds."""
-    return read_file("-").removesuffix("\n") if value == "-" else value
+    if value == "-":
+        return read_file("-").removesuffix("\n")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 reach argv as lone surrogates (surrogateescape)
+        return _decode(os.fsencode(value), "the text argument")
+    return value
 
 
 def unescape(text: str) -> str:
@@ -224,17 +249,24 @@ def predict(text: str, k: int, as_json: bool, choice: ModelChoice) -> None:
               help="How many samples to make (made together as one batch).")
 @click.option("--show-prompt/--no-show-prompt", default=False, show_default=True,
               help="Print the prompt before each sample.")
+@click.option("--known", type=click.Path(allow_dash=True), metavar="FILE",
+              help="Mark each sample found among FILE's lines (e.g. the training names) and count the new ones.")
 @json_option
 @model_options(text=True)
 def generate(prompt: str, max_new_chars: int, temperature: float, top_k: int | None, top_p: float | None,
              min_p: float | None, repetition_penalty: float, stop: tuple[str, ...], seed: int | None,
-             num_samples: int, show_prompt: bool, as_json: bool, choice: ModelChoice) -> None:
+             num_samples: int, show_prompt: bool, known: str | None, as_json: bool, choice: ModelChoice) -> None:
     """New text after PROMPT, printed as it is made.
 
     Samples of a running-text model are separated by a blank line; a line-item model's are one per line.
     """
     model = choice.load()
     prompt = text_argument(prompt)
+    if known is not None:
+        report_known(model, prompt, max_new_chars, num_samples, set(read_file(known).splitlines()), as_json,
+                     {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+                      "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed})
+        return
     sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
                 "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed}
     head = prompt if show_prompt else ""
@@ -254,6 +286,19 @@ def generate(prompt: str, max_new_chars: int, temperature: float, top_k: int | N
         _print_json({"prompt": prompt, "samples": samples})
     else:
         click.echo(("\n" if model.file.line_items else "\n\n").join(head + sample for sample in samples))
+
+
+def report_known(model: Model, prompt: str, max_new_chars: int, num_samples: int, known: set[str], as_json: bool,
+                 sampling: dict[str, object]) -> None:
+    """makemore's in/out-of-training report: each sample (prompt included) marked known or new."""
+    samples = [prompt + s for s in model.generate_batch([prompt] * num_samples, max_new_chars, **sampling)]
+    flags = [sample in known for sample in samples]
+    if as_json:
+        _print_json({"prompt": prompt, "samples": samples, "known": flags, "new": flags.count(False)})
+        return
+    for sample, flag in zip(samples, flags):
+        click.echo(f"{sample}\t{'known' if flag else 'new'}")
+    click.echo(f"{flags.count(False)} of {len(samples)} samples are new (not lines of the --known file)", err=True)
 
 
 @main.command()

@@ -147,6 +147,22 @@ def test_generate_many_samples(tiny_models: dict[str, Path]) -> None:
     assert all(len(name) <= 12 for name in names.stdout.splitlines())
 
 
+def test_generate_marks_samples_found_in_a_known_file(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    names = seqgen.load(tiny_models["lines"]).generate_batch(["a"] * 6, 8, seed=2)
+    known = tmp_path / "known.txt"
+    known.write_text("a" + names[0] + "\nsomeone-else\n", encoding="utf-8")
+    result = run("generate", "a", "--model", tiny_models["lines"], "-n", 8, "--num-samples", 6, "--seed", 2,
+                 "--known", known, "--json")
+    report = json.loads(result.stdout)
+    assert report["samples"] == ["a" + n for n in names]
+    assert report["known"] == ["a" + n == "a" + names[0] for n in names]
+    assert report["new"] == report["known"].count(False)
+    text = run("generate", "a", "--model", tiny_models["lines"], "-n", 8, "--num-samples", 6, "--seed", 2,
+               "--known", known)
+    assert text.stdout.splitlines()[0] == f"a{names[0]}\tknown"
+    assert f"{report['new']} of 6 samples are new" in text.stderr
+
+
 def test_generate_json_for_one_sample_matches_the_stream(tiny_model: Path) -> None:
     streamed = run("generate", "x", "-n", 30, "--seed", 9, "--model", tiny_model).stdout
     as_json = json.loads(run("generate", "x", "-n", 30, "--seed", 9, "--json", "--model", tiny_model).stdout)
