@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -110,8 +111,7 @@ class Model:
 
     def with_unknown(self, unknown: str, replacement: str | None = None) -> Model:
         """This model with another policy for characters outside the vocabulary (shares the graph)."""
-        clone = object.__new__(Model)
-        clone.__dict__.update(self.__dict__)
+        clone = copy.copy(self)
         clone.vocab = self.vocab.with_policy(unknown, replacement)
         return clone
 
