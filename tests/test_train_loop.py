@@ -264,3 +264,34 @@ def test_bad_options_are_one_clear_error() -> None:
         TrainConfig(cell="transformer")
     with pytest.raises(SeqgenError, match="--dropout"):
         TrainConfig(dropout=1.0)
+
+
+# -- limits and run folders -----------------------------------------------------------------------
+
+
+def test_a_time_budget_run_evaluates_its_last_steps_and_exports(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(tiny(corpus, out, max_steps=None, time_budget=0.6, eval_every=100_000, layers=1))
+    assert result.stopped == "time budget" and result.steps > 0
+    assert 0.6 <= result.seconds < 5
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [result.steps]
+    assert result.model_path == out / "model.onnx" and seqgen.load(result.model_path).info["best_step"] == result.steps
+
+
+def test_a_new_run_in_a_used_folder_never_exports_the_old_runs_weights(
+        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    train(tiny(corpus, out, max_steps=10, eval_every=5))
+    assert (out / "best.pt").exists() and len(metrics(out)) == 2
+
+    def interrupted(self: loop_module.Run, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop_module.Run, "_train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # the new run stops before its first evaluation
+        train(tiny(corpus, out, cell="gru", max_steps=10, eval_every=5))
+    assert not (out / "best.pt").exists() and not (out / "checkpoint.pt").exists()
+    assert (out / "metrics.jsonl").read_text(encoding="utf-8") == ""
+    with pytest.raises(SeqgenError, match=r"best\.pt"):
+        loop_module.export_run(out, tmp_path / "x.onnx")

@@ -143,6 +143,7 @@ class Run:
         self.main = self.rank == 0
         self.out = Path(config.out)
         saved = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
+        self.resumed = saved is not None
         if saved is not None:
             limits = {k: getattr(config, k) for k in ("epochs", "max_steps", "time_budget", "progress")}
             # the saved choices, except the limits given now; corpus files given now replace the saved
@@ -246,6 +247,9 @@ class Run:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.trim_metrics()
+            if not self.resumed:  # a new run in a used folder: the old run's weights must not pass for its own
+                for stale in (checkpoint.LATEST, checkpoint.BEST):
+                    (self.out / stale).unlink(missing_ok=True)
         total = self.total_steps()
         checkpoint_every = config.checkpoint_every or config.eval_every
         bar = _progress(total, self.step, config.progress and self.main)
@@ -276,6 +280,8 @@ class Run:
                 checkpoint.save(self.out / checkpoint.LATEST, self.payload())
             if stopped:
                 break
+        if stopped == "time budget" and window.tokens:  # the steps since the last evaluation count too
+            self._evaluate(window, lr, bar)
         bar.close()
         self.elapsed = time.monotonic() - started
         return self._finish(stopped)
