@@ -17,8 +17,10 @@ import torch
 from click.testing import CliRunner
 
 import seqgen
+from seqgen.errors import SeqgenError
 from seqgen.train import TrainConfig, fit_texts, train
 from seqgen.train.cli import main as train_cli
+from seqgen.train.config import parse_duration
 from seqgen.train.evaluate import held_out_text
 from seqgen.train.quantize import quantize_int8
 
@@ -92,6 +94,27 @@ def test_alphabet_next_preset_predicts_the_third_letter_from_two(tmp_path: Path)
 def test_preset_options_can_be_overridden(tmp_path: Path) -> None:
     report = fit("--preset", "alphabet-next", "--out", str(tmp_path / "short"), "--epochs", "3")
     assert report["steps"] == 3 and report["stopped"] == "epochs"
+
+
+def test_a_preset_with_corpus_files_is_refused(corpus: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(train_cli, ["fit", str(corpus), "--preset", "alphabet-next", "--out",
+                                            str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--preset" in result.stderr and len(result.stderr.splitlines()) == 1
+    none = CliRunner().invoke(train_cli, ["fit", "--out", str(tmp_path / "run")])
+    assert none.exit_code == 2 and "no corpus given" in none.stderr
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("3m", 180), ("1h30m", 5400), ("2.5h", 9000)])
+def test_time_budget_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "0", "3x", "m"])
+def test_bad_time_budget_is_a_usage_error(text: str, tmp_path: Path) -> None:
+    with pytest.raises(SeqgenError):
+        parse_duration(text)
+    result = CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--time-budget", text])
+    assert result.exit_code == 2 and "--time-budget" in result.stderr
 
 
 # -- export ---------------------------------------------------------------------------------------

@@ -162,3 +162,18 @@ def test_resume_cli_refuses_another_out_folder(corpus: Path, tmp_path: Path) -> 
     result = CliRunner().invoke(train_cli, ["fit", "--resume", str(out), "--out", str(tmp_path / "elsewhere")])
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: ") and "--out" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_run_resumes_on_another_device_when_asked(corpus: Path, tmp_path: Path) -> None:
+    """A run made on a GPU machine (its checkpoint says --device cuda) continues on a CPU with --device cpu."""
+    out = tmp_path / "run"
+    train(config(corpus, out, max_steps=2, eval_every=2))
+    state = checkpoint(out)
+    state["config"]["device"] = "cuda"
+    torch.save(state, out / "checkpoint.pt")
+    if not torch.cuda.is_available():
+        failed = CliRunner().invoke(train_cli, ["fit", "--resume", str(out), "--max-steps", "4"])
+        assert failed.exit_code == 2 and "--device cpu" in failed.stderr
+    resumed = CliRunner().invoke(train_cli, ["fit", "--resume", str(out), "--max-steps", "4", "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["steps"] == 4 and checkpoint(out)["config"]["device"] == "cpu"

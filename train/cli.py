@@ -114,6 +114,9 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
         else:
             if not corpus and not chosen.get("preset"):
                 raise SeqgenError("no corpus given; pass text files or --preset (see seqgen-train fit --help)")
+            if corpus and chosen.get("preset"):
+                raise SeqgenError(f"--preset {chosen['preset']} brings its own data; drop the corpus files or "
+                                  "the preset")
             base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
             config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
         result = train(config, resume=bool(resume))

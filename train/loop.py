@@ -145,10 +145,13 @@ class Run:
         saved = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
         self.resumed = saved is not None
         if saved is not None:
-            limits = {k: getattr(config, k) for k in ("epochs", "max_steps", "time_budget", "progress")}
-            # the saved choices, except the limits given now; corpus files given now replace the saved
-            # paths (a moved file), but must hold the same text (checked below); the folder is where it is now
+            limits = {k: getattr(config, k) for k in ("epochs", "max_steps", "time_budget", "progress", "threads")}
+            # the saved choices, except the limits and machine given now (a run may move to another machine);
+            # corpus files given now replace the saved paths (a moved file), but must hold the same text
+            # (checked below); the folder is where it is now
             given = {k: v for k, v in limits.items() if v is not None}
+            if config.device != "auto":
+                given["device"] = config.device
             if config.corpus and not config.preset:
                 given["corpus"] = list(config.corpus)
             config = TrainConfig.from_dict({**saved["config"], **given, "out": str(self.out)})
