@@ -259,11 +259,14 @@ def test_fit_texts_rejects_mixed_or_empty_input(tmp_path: Path) -> None:
         fit_texts(["abc", ("ab", "c")], tmp_path / "x")  # type: ignore[list-item]
 
 
-def test_bad_options_are_one_clear_error() -> None:
-    with pytest.raises(SeqgenError, match="--cell"):
-        TrainConfig(cell="transformer")
-    with pytest.raises(SeqgenError, match="--dropout"):
-        TrainConfig(dropout=1.0)
+@pytest.mark.parametrize(("option", "value"), [
+    ("cell", "transformer"), ("dropout", 1.0), ("lr", 0.0), ("val_fraction", 1.0), ("val_fraction", 0.0),
+    ("vocab_order", "alphabetical"), ("weight_decay", -0.1), ("warmup_steps", -1), ("min_lr_ratio", 2.0),
+    ("checkpoint_every", 0), ("samples", -1), ("threads", 0), ("max_steps", 0), ("schedule", "linear"),
+])
+def test_bad_options_are_one_clear_error(option: str, value: object) -> None:
+    with pytest.raises(SeqgenError, match="--" + option.replace("_", "-")):
+        TrainConfig(**{option: value})
 
 
 # -- limits and run folders -----------------------------------------------------------------------

@@ -67,6 +67,13 @@ class TrainConfig:
              "--epochs, --max-steps and --time-budget must be > 0"),
             (self.device in ("auto", "cpu", "cuda", "mps"), "--device must be auto, cpu, cuda or mps"),
             (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
+            (0 < self.val_fraction < 1, "--val-fraction must be in (0, 1)"),
+            (self.vocab_order in ("frequency", "codepoint"), "--vocab-order must be frequency or codepoint"),
+            (self.weight_decay >= 0 and self.warmup_steps >= 0, "--weight-decay and --warmup-steps must be >= 0"),
+            (0 <= self.min_lr_ratio <= 1, "--min-lr-ratio must be in [0, 1]"),
+            (self.checkpoint_every is None or self.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
+            (self.samples >= 0 and (self.threads is None or self.threads >= 1),
+             "--samples must be >= 0 and --threads >= 1"),
         ]
         for ok, message in checks:
             if not ok:

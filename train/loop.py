@@ -338,7 +338,7 @@ class Run:
             self.bad_evals += 1
         record = {"step": self.step, "epoch": self.epoch, "lr": lr, "train_loss": window.loss,
                   "train_accuracy": window.accuracy, "val_loss": val_loss, "val_accuracy": val_accuracy,
-                  "chars_per_s": window.chars_per_second * self.world, "elapsed": round(self.elapsed, 2)}
+                  "chars_per_s": window.chars_per_second, "elapsed": round(self.elapsed, 2)}
         self.log(record)
         bar.set_postfix(loss=f"{window.loss:.3f}", val=f"{val_loss:.3f}", cps=f"{record['chars_per_s']:.0f}")
         if self.main and self.config.progress and self.config.samples:
