@@ -246,3 +246,15 @@ def test_fit_cli_process_exits_2_without_a_traceback(bad_corpora: dict[str, tupl
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
     assert done.stderr.startswith("Error: ") and words_ in done.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_vocabulary_options_reach_the_dataset(tmp_path: Path) -> None:
+    corpus = tmp_path / "mixed.txt"
+    corpus.write_text("The Cat saw THE dog; the dog saw a cat. " * 10, encoding="utf-8")
+    lowered = build_dataset(TrainConfig(corpus=[str(corpus)], seq_len=16, lowercase=True))
+    assert lowered.vocab.lowercase and not any(c.isupper() for c in lowered.vocab.chars)
+    assert lowered.vocab.decode(lowered.train[:3]) == "the"
+    by_codepoint = build_dataset(TrainConfig(corpus=[str(corpus)], seq_len=16, vocab_order="codepoint"))
+    assert list(by_codepoint.vocab.chars) == sorted(set(corpus.read_text(encoding="utf-8")))
+    by_frequency = build_dataset(TrainConfig(corpus=[str(corpus)], seq_len=16))
+    assert by_frequency.vocab.chars[0] == " "  # the most frequent character first

@@ -298,3 +298,14 @@ def test_a_new_run_in_a_used_folder_never_exports_the_old_runs_weights(
     assert (out / "metrics.jsonl").read_text(encoding="utf-8") == ""
     with pytest.raises(SeqgenError, match=r"best\.pt"):
         loop_module.export_run(out, tmp_path / "x.onnx")
+
+
+def test_progress_and_samples_go_to_stderr_only_when_asked(
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train(tiny(corpus, tmp_path / "quiet", max_steps=4, eval_every=2, samples=2))
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and quiet.err == ""
+    train(tiny(corpus, tmp_path / "loud", max_steps=4, eval_every=2, samples=2, progress=True))
+    loud = capsys.readouterr()
+    assert loud.out == ""
+    assert "step 2 sample 1:" in loud.err and "step 4 sample 2:" in loud.err
