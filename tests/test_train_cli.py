@@ -220,3 +220,19 @@ def test_plot_draws_the_loss_curves_to_a_png(lstm_run: Path, tmp_path: Path) -> 
     assert other.exit_code == 0 and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     empty = CliRunner().invoke(train_cli, ["plot", str(tmp_path)])
     assert empty.exit_code == 2 and "metrics.jsonl" in empty.stderr
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_fit_reports_once_under_torchrun_in_json(rank: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqgen.train import loop
+
+    finished = loop.Result(tmp_path, 3, math.inf, 0.0, 0.5, "time budget", 1.0, None)  # no evaluation, no model
+    monkeypatch.setattr(loop, "train", lambda config, resume=False: finished)
+    monkeypatch.setenv("RANK", rank)
+    result = CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    if rank != "0":
+        assert result.stdout == ""
+        return
+    report = json.loads(result.stdout)  # strict JSON: no Infinity, no "None"
+    assert report["model"] is None and report["best_val_loss"] is None and report["steps"] == 3

@@ -276,7 +276,7 @@ def test_a_time_budget_run_evaluates_its_last_steps_and_exports(corpus: Path, tm
     out = tmp_path / "run"
     result = train(tiny(corpus, out, max_steps=None, time_budget=0.6, eval_every=100_000, layers=1))
     assert result.stopped == "time budget" and result.steps > 0
-    assert 0.6 <= result.seconds < 5
+    assert 0.6 <= result.seconds < 60
     rows = metrics(out)
     assert [r["step"] for r in rows] == [result.steps]
     assert result.model_path == out / "model.onnx" and seqgen.load(result.model_path).info["best_step"] == result.steps

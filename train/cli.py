@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -120,11 +122,14 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
             base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
             config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
         result = train(config, resume=bool(resume))
+        if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports, as it alone writes
+            return
+        best_val = round(result.best_val_loss, 4) if math.isfinite(result.best_val_loss) else None
         click.echo(json.dumps({"out": str(result.out), "steps": result.steps, "stopped": result.stopped,
-                               "best_val_loss": round(result.best_val_loss, 4),
-                               "best_val_accuracy": round(result.best_val_accuracy, 4),
+                               "best_val_loss": best_val, "best_val_accuracy": round(result.best_val_accuracy, 4),
                                "train_accuracy": round(result.train_accuracy, 4),
-                               "seconds": round(result.seconds, 1), "model": str(result.model_path)}))
+                               "seconds": round(result.seconds, 1),
+                               "model": str(result.model_path) if result.model_path else None}))
 
     _run_guarded(action)
 
