@@ -25,7 +25,8 @@ MAX_LAYERS, MAX_HIDDEN, MAX_VOCAB = 64, 65_536, 1_114_113
 
 # Field numbers of onnx.proto that the checks below read.
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
-_GRAPH_INITIALIZER = 5
+_GRAPH_INITIALIZER, _GRAPH_INPUT = 5, 11
+_VALUE_NAME, _VALUE_TYPE, _TYPE_TENSOR, _TENSOR_SHAPE, _SHAPE_DIM, _DIM_VALUE = 1, 2, 1, 2, 1, 1
 _TENSOR_DATA_LOCATION, _TENSOR_EXTERNAL_DATA = 14, 13
 _EXTERNAL = 1
 
@@ -111,6 +112,8 @@ def read(model: str | Path | None = None, *, verify: bool = True) -> ModelFile:
         metadata, graph = _scan(data)
     except WireError:
         raise SeqgenError(f"{path} is not a readable ONNX file (truncated or not ONNX); export it again") from None
+    except SeqgenError as exc:  # external data: name the file like every other refusal
+        raise SeqgenError(f"{path}: {exc}") from None
     if graph is None:
         raise SeqgenError(f"{path} has no graph; it is not a complete ONNX model, export it again")
     return _checked(path, data, metadata, graph, verify)
@@ -137,6 +140,45 @@ def _is_external(tensor: memoryview) -> bool:
         (n == _TENSOR_DATA_LOCATION and k == VARINT and v == _EXTERNAL) or n == _TENSOR_EXTERNAL_DATA
         for n, k, v in fields(tensor)
     )
+
+
+def _state_inputs(graph: memoryview) -> dict[str, list[int | None]]:
+    """Name and dimensions (None where dynamic) of each graph input; the step graph has only a few."""
+    inputs = {}
+    for number, kind, value in fields(graph):
+        if number != _GRAPH_INPUT or kind != BYTES:
+            continue
+        name, dims = "", []
+        for n, k, v in fields(value):
+            if n == _VALUE_NAME and k == BYTES:
+                name = bytes(v).decode("utf-8", "replace")
+            elif n == _VALUE_TYPE and k == BYTES:
+                tensors = [t for m, j, t in fields(v) if m == _TYPE_TENSOR and j == BYTES]
+                shapes = [s for t in tensors for m, j, s in fields(t) if m == _TENSOR_SHAPE and j == BYTES]
+                for dim in (d for s in shapes for m, j, d in fields(s) if m == _SHAPE_DIM and j == BYTES):
+                    values = [x for m, j, x in fields(dim) if m == _DIM_VALUE and j == VARINT]
+                    dims.append(values[0] if values else None)
+        inputs[name] = dims
+    return inputs
+
+
+def _check_state_inputs(path: Path, graph: memoryview, cell: str, layers: int, hidden: int) -> None:
+    """The metadata's cell and sizes must be the graph's: a Session builds its states from them."""
+    try:
+        inputs = _state_inputs(graph)
+    except WireError:
+        raise SeqgenError(f"{path} is not a readable ONNX file (damaged graph); export it again") from None
+    if ("cell" in inputs) != (cell == "lstm"):
+        raise SeqgenError(f"{path}: metadata says cell={cell!r} but the graph is {'' if 'cell' in inputs else 'not '}"
+                          "an LSTM; the file was edited or damaged, re-export it")
+    for name in ("state", "cell"):
+        dims = inputs.get(name)
+        if dims is None or len(dims) != 3:
+            continue  # a missing or malformed state input is reported when the graph is loaded
+        for axis, key, declared in ((0, "layers", layers), (2, "hidden_size", hidden)):
+            if dims[axis] is not None and dims[axis] != declared:
+                raise SeqgenError(f"{path}: metadata says {key}={declared} but the graph's {name!r} input has "
+                                  f"{dims[axis]}; the file was edited or damaged, re-export it")
 
 
 def _checked(path: Path, data: bytes, metadata: dict[str, str], graph: memoryview, verify: bool) -> ModelFile:
@@ -170,6 +212,7 @@ def _checked(path: Path, data: bytes, metadata: dict[str, str], graph: memoryvie
             f"{path}: vocabulary has {vocab.size} tokens but metadata says vocab_size={sizes['vocab_size']}; "
             "the file was edited or damaged, re-export it"
         )
+    _check_state_inputs(path, graph, meta["cell"], sizes["layers"], sizes["hidden_size"])
     expected = metadata.get(PREFIX + "graph_sha256")
     if verify and expected is not None and hashlib.sha256(graph).hexdigest() != expected:
         raise SeqgenError(f"{path}: weights do not match their recorded sha256; the file is corrupted, get it again")
