@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from pathlib import Path
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
+
+    Temporary files that a killed earlier write of the same path left behind are removed first
+    (one writer per file is assumed: a run writes its own files).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     try:  # mkstemp makes the file private (0600); give it the mode an ordinary new file (or the old one) has
         mode = path.stat().st_mode & 0o777
     except OSError:
