@@ -309,3 +309,13 @@ def test_progress_and_samples_go_to_stderr_only_when_asked(
     loud = capsys.readouterr()
     assert loud.out == ""
     assert "step 2 sample 1:" in loud.err and "step 4 sample 2:" in loud.err
+
+
+def test_atomic_write_clears_temporary_files_left_by_a_killed_write(tmp_path: Path) -> None:
+    from seqgen.train.files import atomic_write
+
+    (tmp_path / ".model.onnx.x1y2.tmp").write_bytes(b"half")  # what SIGKILL mid-write leaves
+    (tmp_path / ".other.onnx.x1y2.tmp").write_bytes(b"someone else's")
+    atomic_write(tmp_path / "model.onnx", b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.onnx.x1y2.tmp", "model.onnx"]
+    assert (tmp_path / "model.onnx").read_bytes() == b"whole"
