@@ -13,6 +13,8 @@ import numpy as np
 
 from .errors import SeqgenError
 
+GREEDY_BELOW = 1e-30
+"""Temperatures below this pick the most likely token, as temperature 0 does."""
 PENALTY_WINDOW = 64
 """How many recent tokens (prompt and generated) the repetition penalty looks at."""
 
@@ -44,14 +46,23 @@ class Sampling:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        """Temperature 0, or one so small that sampling from it is greedy anyway (no overflow)."""
+        return self.temperature < GREEDY_BELOW
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def penalize(logits: np.ndarray, recent: np.ndarray, penalty: float) -> None:
-    """In place: make tokens in `recent` ([batch, window] ids) less likely (llama.cpp's rule)."""
+    """In place: make tokens in `recent` ([batch, window] ids) less likely (llama.cpp's rule).
+
+    Results stay finite (an extreme penalty must not turn a candidate into +-inf); masked tokens
+    (-inf) stay masked.
+    """
     rows = np.arange(logits.shape[0])[:, None]
-    picked = logits[rows, recent]
-    logits[rows, recent] = np.where(picked > 0, picked / penalty, picked * penalty)
+    picked = logits[rows, recent].astype(np.float64)
+    changed = np.clip(np.where(picked > 0, picked / penalty, picked * penalty), -FLOAT32_MAX, FLOAT32_MAX)
+    logits[rows, recent] = np.where(np.isneginf(picked), picked, changed)
 
 
 def choose(logits: np.ndarray, options: Sampling, rng: np.random.Generator) -> np.ndarray:
@@ -72,12 +83,15 @@ def choose(logits: np.ndarray, options: Sampling, rng: np.random.Generator) -> n
         order = (-(logits if candidates is None else logits[rows, candidates])).argsort(axis=1)
         candidates = order if candidates is None else candidates[rows, order]
     scores = logits if candidates is None else logits[rows, candidates]
-    probs = np.exp((scores - scores.max(axis=1, keepdims=True)) * (1.0 / options.temperature))  # best weighs 1
+    # float64, so that no valid temperature overflows (or rounds to 0) in the division; the best weighs 1
+    probs = np.exp((scores - scores.max(axis=1, keepdims=True)).astype(np.float64) / options.temperature)
     if options.min_p is not None:
         probs[probs < options.min_p] = 0.0
     cumulative = probs.cumsum(axis=1)
     if top_p:  # keep the smallest prefix whose mass reaches top_p of the total (the best always stays)
-        probs[(cumulative - probs) >= options.top_p * cumulative[:, -1:]] = 0.0
+        drop = (cumulative - probs) >= options.top_p * cumulative[:, -1:]
+        drop[:, 0] = False
+        probs[drop] = 0.0
         cumulative = probs.cumsum(axis=1)
     threshold = rng.random(batch) * cumulative[:, -1]
     picks = np.minimum((cumulative <= threshold[:, None]).sum(axis=1), probs.shape[1] - 1)

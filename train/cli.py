@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
+from seqgen.cli import SeqgenGroup
 from seqgen.errors import SeqgenError
 
 from .config import TrainConfig, parse_duration
@@ -26,19 +26,7 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def _run_guarded(action) -> None:  # a zero-argument callable
-    """Run a command body: SeqgenError is one line and exit 2, Ctrl-C exits 130 quietly."""
-    try:
-        action()
-    except SeqgenError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("Interrupted; resume with --resume RUN_DIR", err=True)
-        sys.exit(130)
-
-
-@click.group()
+@click.group(cls=SeqgenGroup)
 @click.version_option(package_name="seqgen", message="%(version)s")
 def main() -> None:
     """Train character models and export them for seqgen-run."""
@@ -101,37 +89,37 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
     seqgen-train fit --preset alphabet-seq2seq --out runs/alphabet
     seqgen-train fit --resume runs/small          # after an interruption
     """
+    from .loop import train  # torch loads only when training starts
+    from .presets import preset_options
 
-    def action() -> None:
-        from .loop import train  # torch loads only when training starts
-        from .presets import preset_options
-
-        chosen = {k: v for k, v in given.items() if v is not None}
-        if resume:
-            out = chosen.pop("out", resume)
-            if Path(out).resolve() != Path(resume).resolve():
-                raise SeqgenError(f"--resume continues the run in its own folder {resume}, so --out {out} cannot "
-                                  "apply; drop --out, or copy the folder and resume the copy")
-            config = TrainConfig(corpus=list(corpus), out=resume, **chosen)  # limits override the saved ones
-        else:
-            if not corpus and not chosen.get("preset"):
-                raise SeqgenError("no corpus given; pass text files or --preset (see seqgen-train fit --help)")
-            if corpus and chosen.get("preset"):
-                raise SeqgenError(f"--preset {chosen['preset']} brings its own data; drop the corpus files or "
-                                  "the preset")
-            base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
-            config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if resume:
+        out = chosen.pop("out", resume)
+        if Path(out).resolve() != Path(resume).resolve():
+            raise SeqgenError(f"--resume continues the run in its own folder {resume}, so --out {out} cannot "
+                              "apply; drop --out, or copy the folder and resume the copy")
+        config = TrainConfig(corpus=list(corpus), out=resume, **chosen)  # limits override the saved ones
+    else:
+        if not corpus and not chosen.get("preset"):
+            raise SeqgenError("no corpus given; pass text files or --preset (see seqgen-train fit --help)")
+        if corpus and chosen.get("preset"):
+            raise SeqgenError(f"--preset {chosen['preset']} brings its own data; drop the corpus files or "
+                              "the preset")
+        base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
+        config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
+    try:
         result = train(config, resume=bool(resume))
-        if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports, as it alone writes
-            return
-        best_val = round(result.best_val_loss, 4) if math.isfinite(result.best_val_loss) else None
-        click.echo(json.dumps({"out": str(result.out), "steps": result.steps, "stopped": result.stopped,
-                               "best_val_loss": best_val, "best_val_accuracy": round(result.best_val_accuracy, 4),
-                               "train_accuracy": round(result.train_accuracy, 4),
-                               "seconds": round(result.seconds, 1),
-                               "model": str(result.model_path) if result.model_path else None}))
-
-    _run_guarded(action)
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted; continue with: seqgen-train fit --resume {config.out}", err=True)
+        raise
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports, as it alone writes
+        return
+    best_val = round(result.best_val_loss, 4) if math.isfinite(result.best_val_loss) else None
+    click.echo(json.dumps({"out": str(result.out), "steps": result.steps, "stopped": result.stopped,
+                           "best_val_loss": best_val, "best_val_accuracy": round(result.best_val_accuracy, 4),
+                           "train_accuracy": round(result.train_accuracy, 4),
+                           "seconds": round(result.seconds, 1),
+                           "model": str(result.model_path) if result.model_path else None}))
 
 
 @main.command()
@@ -140,22 +128,18 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
 @click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization (smaller, faster).")
 def export(run: str, out: str, quantize: str | None) -> None:
     """Export a run's best weights (RUN folder or checkpoint) to one .onnx file."""
+    from .loop import export_run
 
-    def action() -> None:
-        from .loop import export_run
+    if not quantize:
+        path = export_run(run, out)
+        click.echo(json.dumps({"model": str(path), "bytes": path.stat().st_size, "quantization": "none"}))
+        return
+    from .quantize import quantize_int8
 
-        if not quantize:
-            path = export_run(run, out)
-            click.echo(json.dumps({"model": str(path), "bytes": path.stat().st_size, "quantization": "none"}))
-            return
-        from .quantize import quantize_int8
-
-        with tempfile.TemporaryDirectory() as folder:  # the float model, to quantize and compare with
-            report = quantize_int8(export_run(run, Path(folder) / "float.onnx"), out)
-        click.echo(json.dumps({"model": out, "bytes": report["int8_bytes"], "quantization": "int8",
-                               **{k: v for k, v in report.items() if k != "quantized"}}))
-
-    _run_guarded(action)
+    with tempfile.TemporaryDirectory() as folder:  # the float model, to quantize and compare with
+        report = quantize_int8(export_run(run, Path(folder) / "float.onnx"), out)
+    click.echo(json.dumps({"model": out, "bytes": report["int8_bytes"], "quantization": "int8",
+                           **{k: v for k, v in report.items() if k != "quantized"}}))
 
 
 @main.command(name="eval")
@@ -167,14 +151,10 @@ def export(run: str, out: str, quantize: str | None) -> None:
 @click.option("--seed", type=int, help="Seed of the line-item split (default: the model's training seed).")
 def evaluate(model: str, corpus: tuple[str, ...], lines: bool, val_fraction: float | None, seed: int | None) -> None:
     """Loss, bits/char and accuracy of MODEL (.onnx or run folder) on CORPUS's held-out split."""
+    from .evaluate import held_out_score
 
-    def action() -> None:
-        from .evaluate import held_out_score
-
-        click.echo(json.dumps(held_out_score(model, list(corpus), val_fraction=val_fraction, seed=seed,
-                                             lines=lines or None)))
-
-    _run_guarded(action)
+    click.echo(json.dumps(held_out_score(model, list(corpus), val_fraction=val_fraction, seed=seed,
+                                         lines=lines or None)))
 
 
 @main.command()
@@ -182,10 +162,6 @@ def evaluate(model: str, corpus: tuple[str, ...], lines: bool, val_fraction: flo
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="PNG to write (default RUN/loss.png).")
 def plot(run: str, out: str | None) -> None:
     """Draw a run's training and validation loss curves to a PNG."""
+    from .plot import plot_run
 
-    def action() -> None:
-        from .plot import plot_run
-
-        click.echo(plot_run(Path(run), Path(out) if out else None))
-
-    _run_guarded(action)
+    click.echo(plot_run(Path(run), Path(out) if out else None))

@@ -217,12 +217,19 @@ class Run:
                 handle.write(json.dumps(record) + "\n")
 
     def trim_metrics(self) -> None:
-        """On resume, drop metrics logged after the checkpoint, so the log matches the weights."""
+        """On resume, drop metrics logged after the checkpoint (and a line a crash tore), so the log
+        matches the weights."""
         path = self.out / "metrics.jsonl"
         if self.main and path.exists():
-            rows = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line and json.loads(line).get("step", 0) <= self.step]
-            atomic_write(path, "".join(r + "\n" for r in rows).encode())
+            kept = []
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= self.step:
+                    kept.append(line + "\n")
+            atomic_write(path, "".join(kept).encode())
 
     # -- the loop ------------------------------------------------------------------------------
 
