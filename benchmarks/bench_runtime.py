@@ -10,15 +10,18 @@ it is less disturbed by other load. All onnxruntime sessions use one intra-op th
 
 Measured (µs per generated character unless said otherwise):
   floor      the bare bound step (seqgen.session._BoundStep at batch 1, a fixed token, in a loop), µs per call
-  greedy     Model.generate(prompt, chars, temperature=0); whole call / characters made
+  greedy     Model.generate(prompt, chars, temperature=0) with a 2-character prompt; whole call / characters made
   sampled    the same with temperature 0.8, top_k 40, top_p 0.95 and a seed
   torch      torch eager CharRNN of the same architecture, one token at a time with carried state
              (weights copied from the ONNX initializers when possible, otherwise random: same cost)
   window64   the hand-rolled approach: every character re-runs the graph on the last 64 tokens from a zero state
+             (starting from an 80-character text, so every window is full)
   int8       greedy generation with the int8 model (--int8, a shipped `<model>-int8`, or quantized here)
-  batch64    generate_batch with 64 different prompts: time / (64 x characters), relative to greedy at batch 1
+  batch64    generate_batch with 64 different 2-character prompts: time / (64 x characters), relative to greedy
+             at batch 1
   process    `seqgen-run predict "To be or not to b"` as a process: wall time relative to
-             `python -c "import numpy, onnxruntime"`, and its peak RSS (ru_maxrss, via a small launcher)
+             `python -c "import numpy, onnxruntime"`, and its peak RSS (ru_maxrss, via a small launcher);
+             both with bytecode cached in a temporary PYTHONPYCACHEPREFIX, as in an ordinary installation
   prompt     a 10,000-character prompt in one Session.feed call vs Session.step per character
 
 The numbers are only as quiet as the machine: read the spread column before trusting a FAIL.
@@ -56,6 +59,8 @@ Sample = Callable[[], tuple[float, float]]
 WINDOW = 64
 BATCH = 64
 PROMPT_CHARS = 10_000
+SHORT_PROMPT = 2
+"""Length of the prompts of the generation measurements (random characters of the vocabulary)."""
 STEPWISE_CHARS = 1_000
 """Characters fed one at a time for the prompt comparison (the cost per character does not depend on it)."""
 PREDICT_TEXT = "To be or not to b"
@@ -302,9 +307,16 @@ the process it was forked from (Linux records the pre-exec high-water mark), so 
 started from this small launcher, not from the benchmark process with its models and torch loaded."""
 
 
-def run_process(command: list[str]) -> tuple[float, float, float | None]:
+def child_environment(pycache: str) -> dict[str, str]:
+    """The environment of the timed processes: bytecode cached (in `pycache`) as in an ordinary installation,
+    even where PYTHONDONTWRITEBYTECODE is set (which would compile seqgen's modules at every start)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return env | {"PYTHONPYCACHEPREFIX": pycache}
+
+
+def run_process(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float | None]:
     """Wall and CPU seconds and peak RSS (MiB) of one run of `command`; raises if it fails."""
-    launched = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True)
+    launched = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True, env=env)
     if launched.returncode != 0:
         raise RuntimeError(f"the process launcher failed: {launched.stderr.strip()[-300:]}")
     report = json.loads(launched.stdout)
@@ -313,12 +325,13 @@ def run_process(command: list[str]) -> tuple[float, float, float | None]:
     return report["wall"], report["cpu"], report["rss"]
 
 
-def process_loops(baseline: list[str], predict: list[str]) -> tuple[Timed, Timed, dict[str, list[float]]]:
+def process_loops(baseline: list[str], predict: list[str],
+                  env: dict[str, str]) -> tuple[Timed, Timed, dict[str, list[float]]]:
     rss: dict[str, list[float]] = {"baseline": [], "predict": []}
 
     def sampler(name: str, command: list[str]) -> Sample:
         def once() -> tuple[float, float]:
-            wall, cpu, peak = run_process(command)
+            wall, cpu, peak = run_process(command, env)
             if peak is not None:
                 rss[name].append(peak)
             return wall, cpu
@@ -545,17 +558,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     chars = args.chars
     skip = 0 if file.line_items else 1
-    prompt = in_vocabulary(model, PROMPT_SOURCE, 80)
-    prompt_ids = np.concatenate([[seqgen.BOUNDARY], model.vocab.encode(prompt)])
+    history = in_vocabulary(model, PROMPT_SOURCE, 80)  # the window method's starting text: full windows at once
+    prompt_ids = np.concatenate([[seqgen.BOUNDARY], model.vocab.encode(history)])
     token = int(prompt_ids[1])
-    prompts = [prompt[i:] + prompt[:i] for i in range(BATCH)]
+    # Generation starts from short prompts: a prompt costs up to its length in steps once (and generate_batch
+    # feeds each distinct prompt separately), which would otherwise be charged to the generated characters.
+    rng = np.random.default_rng(0)
+    prompts = ["".join(rng.choice(list(file.vocab.chars), SHORT_PROMPT)) for _ in range(BATCH)]
+    prompt = prompts[0]
     long_prompt = in_vocabulary(model, PROMPT_SOURCE, PROMPT_CHARS)
     slow_chars = max(10, chars // 5)  # the window method costs 10-50x a step: fewer characters, same per-char cost
 
     def generating(target: seqgen.Model, **options: object) -> Sample:
         return lambda: per_unit(lambda: len(target.generate(prompt, chars, **options)))
 
-    notes = {"batch64": f"{BATCH} different prompts, greedy, {chars} characters each"}
+    notes = {"batch64": f"{BATCH} random {SHORT_PROMPT}-character prompts, greedy, {chars} characters each"}
     skips: dict[str, dict[str, object]] = {}
     rss: dict[str, list[float]] = {"predict": [], "baseline": []}
     with ExitStack() as stack:
@@ -590,14 +607,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             in_vocabulary(model, PREDICT_TEXT, len(PREDICT_TEXT))  # a model without those characters
         predict = [*seqgen_run_command(), "predict", predict_text, *(["--model", str(model.path)] * bool(args.model))]
         baseline = [sys.executable, "-c", "import numpy, onnxruntime"]
-        notes["process"] = f"{shlex.join(predict)} vs {shlex.join(baseline)}"
+        notes["process"] = f"{shlex.join(predict)} vs {shlex.join(baseline)}, bytecode cached"
+        env = child_environment(stack.enter_context(tempfile.TemporaryDirectory()))
         try:
-            run_process(predict)
+            run_process(predict, env)  # also fills the bytecode cache
         except RuntimeError as exc:
             skips["process_wall"] = skipped(f"seqgen-run failed: {exc}", 1.3, "<=")
             skips["process_rss"] = skipped("seqgen-run failed", 90, "<=", " MiB")
         else:
-            base_timed, predict_timed, rss = process_loops(baseline, predict)
+            base_timed, predict_timed, rss = process_loops(baseline, predict, env)
             timings += [base_timed, predict_timed]
 
         log(f"measuring {len(timings)} things x {args.repeats} rounds ...")
