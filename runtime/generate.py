@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .errors import SeqgenError
-from .sampling import Sampling
+from .sampling import Sampler
 from .session import Session
 from .vocab import BOUNDARY
 
@@ -58,26 +58,28 @@ def prompt_session(model, prompts: Sequence[str]) -> Session:  # Model, avoiding
             single = Session(model)
             single.feed(prompt)
             singles[prompt] = single
+    if len(prompts) == 1:
+        return singles[prompts[0]]
     return Session.stack([singles[p] for p in prompts])
 
 
-def stream_rows(
-    session: Session,
-    max_new_chars: int,
-    options: Sampling,
-    stop: tuple[str, ...],
-    rng: np.random.Generator,
-) -> Iterator[list[str]]:
+def stream_rows(session: Session, max_new_chars: int, sampler: Sampler, stop: tuple[str, ...]) -> Iterator[list[str]]:
     """Step all sequences together; yield each step's new text per row ("" for finished rows)."""
     if not isinstance(max_new_chars, int) or max_new_chars < 0:
         raise SeqgenError(f"max_new_chars must be an integer >= 0, got {max_new_chars!r}")
-    chars = np.array(("", *session.model.vocab.chars), dtype=object)
-    rows = session.batch_size
-    done = np.zeros(rows, bool)
-    matchers = [StopMatcher(stop) for _ in range(rows)] if stop else None
+    chars = ("", *session.model.vocab.chars)
+    if session.batch_size == 1 and not stop:  # the common case, kept free of per-row bookkeeping
+        for _ in range(max_new_chars):
+            token = int(session.sample(sampler)[0])
+            if token == BOUNDARY:
+                return
+            yield [chars[token]]
+        return
+    done = np.zeros(session.batch_size, bool)
+    matchers = [StopMatcher(stop) for _ in range(session.batch_size)] if stop else None
     for _ in range(max_new_chars):
-        ids = session.sample(options, rng)
-        pieces = chars[np.where(done, BOUNDARY, ids)].tolist()
+        ids = session.sample(sampler)
+        pieces = [chars[token] for token in np.where(done, BOUNDARY, ids).tolist()]
         done |= ids == BOUNDARY
         if matchers is not None:
             for row, piece in enumerate(pieces):

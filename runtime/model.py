@@ -14,7 +14,7 @@ import onnxruntime as ort
 from . import modelfile
 from .errors import SeqgenError
 from .generate import prompt_session, stop_strings, stream_rows
-from .sampling import Sampling
+from .sampling import Sampler, Sampling
 from .session import Session
 from .vocab import BOUNDARY
 
@@ -156,7 +156,7 @@ class Model:
         options = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
         stops = stop_strings(stop)
         session = prompt_session(self, [prompt])
-        for pieces in stream_rows(session, max_new_chars, options, stops, np.random.default_rng(seed)):
+        for pieces in stream_rows(session, max_new_chars, Sampler(options, seed), stops):
             if pieces[0]:
                 yield pieces[0]
 
@@ -186,7 +186,7 @@ class Model:
         stops = stop_strings(stop)
         session = prompt_session(self, prompts)
         texts = [[] for _ in prompts]
-        for pieces in stream_rows(session, max_new_chars, options, stops, np.random.default_rng(seed)):
+        for pieces in stream_rows(session, max_new_chars, Sampler(options, seed), stops):
             for text, piece in zip(texts, pieces):
                 text.append(piece)
         return ["".join(t) for t in texts]

@@ -65,34 +65,50 @@ def penalize(logits: np.ndarray, recent: np.ndarray, penalty: float) -> None:
     logits[rows, recent] = np.where(np.isneginf(picked), picked, changed)
 
 
-def choose(logits: np.ndarray, options: Sampling, rng: np.random.Generator) -> np.ndarray:
-    """Token ids ([batch] int64) drawn from `logits` ([batch, vocab]).
+class Sampler:
+    """Sampling options with their stream of random numbers: turns next-token logits into token ids.
 
-    Only the work an option needs is done: top_k keeps the k best candidates (unsorted), top_p
-    sorts them so its cut is a prefix. Array methods and plain indexing keep the cost to a few
-    microseconds at batch 1 (np.take_along_axis alone would cost more than all of it).
+    Each row's candidates are sorted once, so top-k and top-p are prefix cuts and the draw is a
+    binary search; uniforms are drawn from the generator in blocks, which yields exactly the
+    numbers one draw per token would. At batch 1 this is a handful of small numpy calls.
     """
-    if options.greedy:
-        return logits.argmax(axis=1)
-    batch, width = logits.shape
-    rows = np.arange(batch)[:, None]
-    k = min(options.top_k or width, width)
-    top_p = options.top_p is not None and options.top_p < 1
-    candidates = logits.argpartition(width - k, axis=1)[:, width - k :] if k < width else None
-    if top_p:
-        order = (-(logits if candidates is None else logits[rows, candidates])).argsort(axis=1)
-        candidates = order if candidates is None else candidates[rows, order]
-    scores = logits if candidates is None else logits[rows, candidates]
-    # float64, so that no valid temperature overflows (or rounds to 0) in the division; the best weighs 1
-    probs = np.exp((scores - scores.max(axis=1, keepdims=True)).astype(np.float64) / options.temperature)
-    if options.min_p is not None:
-        probs[probs < options.min_p] = 0.0
-    cumulative = probs.cumsum(axis=1)
-    if top_p:  # keep the smallest prefix whose mass reaches top_p of the total (the best always stays)
-        drop = (cumulative - probs) >= options.top_p * cumulative[:, -1:]
-        drop[:, 0] = False
-        probs[drop] = 0.0
-        cumulative = probs.cumsum(axis=1)
-    threshold = rng.random(batch) * cumulative[:, -1]
-    picks = np.minimum((cumulative <= threshold[:, None]).sum(axis=1), probs.shape[1] - 1)
-    return picks if candidates is None else candidates[rows[:, 0], picks]
+
+    BLOCK = 256
+
+    def __init__(self, options: Sampling | None = None, rng: np.random.Generator | int | None = None) -> None:
+        self.options = options or Sampling()
+        self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self._uniforms = np.empty(0)
+        self._next = 0
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        """Token ids ([batch] int64) for `logits` ([batch, vocab]); masked tokens are -inf."""
+        if self.options.greedy:
+            return logits.argmax(axis=1)
+        return np.fromiter((self._draw(row) for row in logits), np.int64, count=len(logits))
+
+    def _draw(self, row: np.ndarray) -> int:
+        options = self.options
+        order = (-row).argsort(kind="stable")
+        if options.top_k is not None:
+            order = order[: options.top_k]
+        scores = row[order].astype(np.float64)  # float64: no valid temperature overflows the division
+        weights = np.exp((scores - scores[0]) / options.temperature)  # the best candidate weighs 1
+        if options.min_p is not None:
+            weights[weights < options.min_p] = 0.0
+        cumulative = weights.cumsum()
+        if options.top_p is not None and options.top_p < 1:  # the smallest prefix holding top_p of the mass
+            cumulative = cumulative[: cumulative.searchsorted(options.top_p * cumulative[-1]) + 1]
+        pick = cumulative.searchsorted(self._uniform() * cumulative[-1], side="right")
+        return int(order[min(pick, len(cumulative) - 1)])
+
+    def _uniform(self) -> float:
+        if self._next == len(self._uniforms):
+            self._uniforms, self._next = self.rng.random(self.BLOCK), 0
+        self._next += 1
+        return self._uniforms[self._next - 1]
+
+
+def choose(logits: np.ndarray, options: Sampling, rng: np.random.Generator) -> np.ndarray:
+    """One draw of token ids ([batch]) from `logits` ([batch, vocab]); for many, keep a Sampler."""
+    return Sampler(options, rng)(logits)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import SeqgenError
-from .sampling import PENALTY_WINDOW, Sampling, choose, penalize
+from .sampling import PENALTY_WINDOW, Sampler, penalize
 from .vocab import BOUNDARY
 
 if TYPE_CHECKING:
@@ -142,15 +142,17 @@ class Session:
 
     # -- sampling ----------------------------------------------------------------------------
 
-    def sample(self, options: Sampling | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    def sample(self, sampler: Sampler | None = None) -> np.ndarray:
         """Draw the next token of every sequence, feed it, and return the ids ([batch])."""
-        options = options or Sampling()
-        logits = self.logits()
+        sampler = sampler or Sampler()
+        if self._logits is None:
+            self.logits()
+        logits = self._logits  # worked on in place: the step below replaces it
         if not self.model.file.line_items:
             logits[:, BOUNDARY] = -np.inf
-        if options.repetition_penalty != 1.0:
-            penalize(logits, self.tokens[:, -PENALTY_WINDOW:], options.repetition_penalty)
-        ids = choose(logits, options, rng if rng is not None else np.random.default_rng())
+        if sampler.options.repetition_penalty != 1.0:
+            penalize(logits, self.tokens[:, -PENALTY_WINDOW:], sampler.options.repetition_penalty)
+        ids = sampler(logits)
         self.step(ids)
         return ids
 

@@ -25,7 +25,7 @@ import seqgen
 from seqgen import cli
 from seqgen import session as session_module
 from seqgen.modelfile import MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB, PREFIX
-from seqgen.sampling import Sampling, choose, penalize
+from seqgen.sampling import Sampler, Sampling, choose, penalize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -529,8 +529,8 @@ def mixed_call(model: seqgen.Model, skipping: seqgen.Model, index: int) -> objec
     if kind == 6:
         session = model.session()
         session.feed(word)
-        rng = np.random.default_rng(index)
-        ids = [int(session.sample(Sampling(temperature=0.8), rng)[0]) for _ in range(4)]
+        sampler = Sampler(Sampling(temperature=0.8), index)
+        ids = [int(session.sample(sampler)[0]) for _ in range(4)]
         session.feed(other)
         return ids, session.text, session.distribution().tolist()
     return skipping.predict("ZZ" + word + "QQ", k=3)  # a clone with another policy shares the graph

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import seqgen
-from seqgen.sampling import Sampling, choose
+from seqgen.sampling import Sampler, Sampling, choose
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +99,9 @@ def test_each_new_character_costs_one_step_whatever_the_context(model: seqgen.Mo
         session.feed(prompt)
         before = session.steps
         assert before == 1  # the whole prompt in one call
-        rng = np.random.default_rng(0)
+        sampler = Sampler(Sampling(temperature=0.8, top_k=5), 0)
         for _ in range(25):
-            session.sample(Sampling(temperature=0.8, top_k=5), rng)
+            session.sample(sampler)
         assert session.steps - before == 25
 
 
@@ -109,10 +109,10 @@ def test_save_and_load_state_continue_exactly(model: seqgen.Model) -> None:
     session = model.session()
     session.feed("the quick ")
     saved = session.save_state()
-    expected = [session.sample(Sampling(temperature=0), None)[0] for _ in range(10)]
+    expected = [session.sample(Sampler(Sampling(temperature=0)))[0] for _ in range(10)]
     resumed = model.session()
     resumed.load_state({k: v.copy() for k, v in saved.items()})
-    assert [resumed.sample(Sampling(temperature=0), None)[0] for _ in range(10)] == expected
+    assert [resumed.sample(Sampler(Sampling(temperature=0)))[0] for _ in range(10)] == expected
     assert resumed.text == session.text
     with pytest.raises(seqgen.SeqgenError, match="saved state"):
         model.session(2).load_state(saved)
