@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,8 @@ def _ort_session(data: bytes, path: Path, threads: int) -> ort.InferenceSession:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: the runtime reports problems itself
+    # Pre-packed weight copies cost memory (~25 MiB for a 13 MB model) and measured no faster per step.
+    options.add_session_config_entry("session.disable_prepacking", "1")
     try:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
@@ -72,9 +74,9 @@ class Model:
     def __init__(self, file: modelfile.ModelFile, *, threads: int = 1) -> None:
         if not isinstance(threads, int) or threads < 1:
             raise SeqgenError(f"threads must be an integer >= 1, got {threads!r}")
-        self.file = file
-        self.vocab = file.vocab
         self.ort = _ort_session(file.data, file.path, threads)
+        self.file = replace(file, data=b"")  # the graph now lives in onnxruntime: keep no second copy
+        self.vocab = file.vocab
         self.state_names = ("state", "cell") if file.cell == "lstm" else ("state",)
         self.output_names = ["logits"] + [f"{n}_out" for n in self.state_names]
         self._check_signature()
