@@ -14,33 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from helpers import assert_input_error, run, seqgen_run
 
 import seqgen
 from seqgen import cli, modelfile, vocab
-
-
-def run(*args: object, stdin: str | bytes | None = None) -> Result:
-    return CliRunner().invoke(cli.main, [str(a) for a in args], input=stdin)
-
-
-def assert_input_error(result: Result, *words: str) -> None:
-    """Exit code 2 and exactly one `Error:` line on stderr (containing `words`), nothing on stdout."""
-    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("Error: ")
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    for word in words:
-        assert word in lines[0]
-
-
-def command() -> list[str]:
-    """The installed console script, or the same entry point through this interpreter."""
-    script = shutil.which("seqgen-run", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-c", "from seqgen.cli import main; main()"]
-
 
 # -- predict -------------------------------------------------------------------------------------
 
@@ -360,11 +337,11 @@ def test_interrupt_exits_130_quietly(tiny_model: Path, monkeypatch: pytest.Monke
 
 
 def test_console_script_exit_codes(tiny_model: Path, tmp_path: Path) -> None:
-    ok = subprocess.run([*command(), "predict", "he", "--model", str(tiny_model)], capture_output=True, timeout=60)
+    ok = subprocess.run([*seqgen_run(), "predict", "he", "--model", str(tiny_model)], capture_output=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert len(ok.stdout.decode().splitlines()) == 5
 
-    bad = subprocess.run([*command(), "predict", "he", "--model", str(tmp_path / "x.onnx")], capture_output=True,
+    bad = subprocess.run([*seqgen_run(), "predict", "he", "--model", str(tmp_path / "x.onnx")], capture_output=True,
                          timeout=60)
     assert bad.returncode == 2
     assert bad.stdout == b""
@@ -373,7 +350,7 @@ def test_console_script_exit_codes(tiny_model: Path, tmp_path: Path) -> None:
 
 
 def test_a_closed_pipe_ends_quietly(tiny_model: Path) -> None:
-    with subprocess.Popen([*command(), "generate", "-n", "100000", "--model", str(tiny_model)],
+    with subprocess.Popen([*seqgen_run(), "generate", "-n", "100000", "--model", str(tiny_model)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         assert len(process.stdout.read(10)) == 10  # like `| head -c 10`
         process.stdout.close()
@@ -384,7 +361,7 @@ def test_a_closed_pipe_ends_quietly(tiny_model: Path) -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 def test_ctrl_c_exits_130_quietly(tiny_model: Path) -> None:
-    process = subprocess.Popen([*command(), "generate", "-n", "1000000", "--model", str(tiny_model)],
+    process = subprocess.Popen([*seqgen_run(), "generate", "-n", "1000000", "--model", str(tiny_model)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.read(10)  # generation has started
     process.send_signal(signal.SIGINT)

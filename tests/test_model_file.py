@@ -6,26 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import edited
 
 import seqgen
-from seqgen.modelfile import PREFIX
 
 onnx = pytest.importorskip("onnx")
-
-
-def edited(source: Path, target: Path, **changes: str | None) -> Path:
-    """A copy of `source` with seqgen metadata keys changed (None removes a key)."""
-    model = onnx.load(source)
-    entries = {p.key: p.value for p in model.metadata_props}
-    for key, value in changes.items():
-        entries.pop(PREFIX + key, None)
-        if value is not None:
-            entries[PREFIX + key] = value
-    del model.metadata_props[:]
-    for key, value in entries.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, target)
-    return target
 
 
 def refused(path: Path | str, match: str) -> None:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from helpers import assert_input_error, edited, run, seqgen_run
 
 import seqgen
-from seqgen import cli
 from seqgen import session as session_module
-from seqgen.modelfile import MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB, PREFIX
+from seqgen.modelfile import MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB
 from seqgen.sampling import Sampler, Sampling, choose, penalize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,50 +35,12 @@ def model(tiny_models: dict[str, Path]) -> seqgen.Model:
     return seqgen.load(tiny_models["lstm"])
 
 
-def run(*args: object, stdin: str | bytes | None = None) -> Result:
-    return CliRunner().invoke(cli.main, [str(a) for a in args], input=stdin)
-
-
-def assert_input_error(result: Result, *words: str) -> None:
-    """Exit code 2 and exactly one `Error:` line on stderr (containing `words`), nothing on stdout."""
-    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("Error: ")
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
-def seqgen_run() -> list[str]:
-    """The installed console script, or the same entry point through this interpreter."""
-    script = Path(sys.executable).parent / "seqgen-run"
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from seqgen.cli import main; main()"]
-
-
 def vocabulary_prompt(model: seqgen.Model, length: int) -> str:
     chars = "".join(model.vocab.chars)
     return (chars * (length // len(chars) + 1))[:length]
 
 
 # == model files ====================================================================================
-
-
-def edited(source: Path, target: Path, **changes: str | None) -> Path:
-    """A copy of `source` with seqgen metadata keys changed (None removes a key)."""
-    onnx = pytest.importorskip("onnx")
-    model = onnx.load(source)
-    entries = {p.key: p.value for p in model.metadata_props}
-    for key, value in changes.items():
-        entries.pop(PREFIX + key, None)
-        if value is not None:
-            entries[PREFIX + key] = value
-    del model.metadata_props[:]
-    for key, value in entries.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, target)
-    return target
 
 
 @pytest.fixture(scope="module")
