@@ -5,7 +5,7 @@ letters), then N distractor digits, then "?": the model must answer the key. Cha
 Every cell gets the same parameter budget, the same data and the same number of steps; accuracy
 is measured through the runtime on held-out sequences.
 
-    python benchmarks/long_range.py [--distances 5 10 20 40 70 100] [--steps 1500] [--out docs]
+    python benchmarks/long_range.py [--distances 5 10 20 40 70 100] [--seeds 0 1 2] [--steps 2000] [--out docs]
 """
 
 from __future__ import annotations
@@ -48,23 +48,30 @@ def accuracy(model_path: Path, test: list[tuple[str, str]]) -> float:
     return sum(top[0][0] == key for top, (_, key) in zip(answers, test)) / len(test)
 
 
-def run(distance: int, cell: str, args: argparse.Namespace, folder: Path) -> dict[str, object]:
-    rng = random.Random(distance * 1000 + args.seed)
+def run(distance: int, cell: str, seed: int, args: argparse.Namespace, folder: Path) -> dict[str, object]:
+    rng = random.Random(distance * 1000 + seed)
     train_pairs, test_pairs = sequences(args.train, distance, rng), sequences(args.test, distance, rng)
     vocab_size = len(KEYS + NOISE + "?") + 1
     hidden = hidden_for_budget(cell, args.budget, vocab_size)
     started = time.monotonic()
-    out = folder / f"{cell}-{distance}"
+    out = folder / f"{cell}-{distance}-{seed}"
     try:
         result = fit_texts(train_pairs, out, cell=cell, layers=1, hidden=hidden, embedding=EMBEDDING,
                            batch_size=64, lr=args.lr, warmup_steps=100, max_steps=args.steps,
-                           eval_every=args.steps, samples=0, progress=False, seed=args.seed, threads=1)
+                           eval_every=args.steps, samples=0, progress=False, seed=seed, threads=1)
         score = accuracy(result.model_path, test_pairs)
     except TrainingDiverged:
         score = float("nan")
     parameters = CharRNN(vocab_size, cell, EMBEDDING, hidden, 1).parameter_count
-    return {"distance": distance, "cell": cell, "hidden": hidden, "parameters": parameters,
+    return {"distance": distance, "cell": cell, "seed": seed, "hidden": hidden, "parameters": parameters,
             "accuracy": score, "seconds": round(time.monotonic() - started, 1)}
+
+
+def summary(rows: list[dict[str, object]], distance: int, cell: str) -> tuple[float, float, float]:
+    """Mean, worst and best held-out accuracy over seeds (a diverged run counts as chance)."""
+    scores = [r["accuracy"] if r["accuracy"] == r["accuracy"] else 1 / len(KEYS)
+              for r in rows if r["distance"] == distance and r["cell"] == cell]
+    return sum(scores) / len(scores), min(scores), max(scores)
 
 
 def write_report(rows: list[dict[str, object]], args: argparse.Namespace, out: Path) -> None:
@@ -74,13 +81,15 @@ def write_report(rows: list[dict[str, object]], args: argparse.Namespace, out: P
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4))
-    for cell in CELLS:
+    for cell in args.cells:
         mine = [r for r in rows if r["cell"] == cell]
-        axes.plot([r["distance"] for r in mine], [r["accuracy"] for r in mine], marker="o",
-                  label=f"{cell} (H={mine[0]['hidden']}, {mine[0]['parameters']} params)")
+        stats = [summary(rows, d, cell) for d in args.distances]
+        axes.errorbar(args.distances, [s[0] for s in stats], yerr=[[s[0] - s[1] for s in stats],
+                      [s[2] - s[0] for s in stats]], marker="o", capsize=3,
+                      label=f"{cell} (H={mine[0]['hidden']}, {mine[0]['parameters']} params)")
     axes.axhline(1 / len(KEYS), color="grey", linestyle=":", label="chance")
     axes.set_xlabel("distance N between the key and the question")
-    axes.set_ylabel("held-out accuracy")
+    axes.set_ylabel(f"held-out accuracy (mean, min-max over {len(args.seeds)} seeds)")
     axes.set_ylim(0, 1.05)
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
@@ -93,11 +102,11 @@ def main() -> None:
     parser.add_argument("--distances", type=int, nargs="+", default=[5, 10, 20, 40, 70, 100])
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
     parser.add_argument("--budget", type=int, default=10_000, help="parameters per model")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--train", type=int, default=4000, help="training sequences per distance")
     parser.add_argument("--test", type=int, default=500, help="held-out sequences per distance")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -105,12 +114,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for distance in args.distances:
             for cell in args.cells:
-                rows.append(run(distance, cell, args, Path(tmp)))
-                print(json.dumps(rows[-1]), flush=True)
+                for seed in args.seeds:
+                    rows.append(run(distance, cell, seed, args, Path(tmp)))
+                    print(json.dumps(rows[-1]), flush=True)
     print("\n| N | " + " | ".join(args.cells) + " |\n|---|" + "---|" * len(args.cells))
     for distance in args.distances:
-        cells = {r["cell"]: r["accuracy"] for r in rows if r["distance"] == distance}
-        print(f"| {distance} | " + " | ".join(f"{cells[c]:.2f}" for c in args.cells) + " |")
+        print(f"| {distance} | " + " | ".join("{:.2f} ({:.2f}-{:.2f})".format(*summary(rows, distance, c))
+                                             for c in args.cells) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
     write_report(rows, args, args.out)
 
