@@ -176,7 +176,7 @@ def torch_net(model: seqgen.Model, probe: np.ndarray) -> tuple[object, str]:
     if _GATE_ORDER is None:
         return net, "random weights of the same shapes (seqgen.train/onnx not importable)"
     try:
-        _copy_onnx_weights(net, file.data, _GATE_ORDER[file.cell])
+        _copy_onnx_weights(net, file.path.read_bytes(), _GATE_ORDER[file.cell])
     except Exception as exc:  # not a float seqgen graph (int8?) or unexpected names: time random weights
         return net, f"random weights of the same shapes (could not copy: {type(exc).__name__}: {exc})"
     with torch.no_grad():

@@ -6,8 +6,11 @@ finds the shipped models by short name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +36,9 @@ _EXTERNAL = 1
 
 @dataclass(frozen=True)
 class ModelFile:
-    """A checked model file: its bytes (for onnxruntime), metadata and vocabulary."""
+    """A checked model file: where it is, its metadata and vocabulary."""
 
     path: Path
-    data: bytes
     metadata: dict[str, str]
     vocab: Vocabulary
     cell: str
@@ -96,30 +98,45 @@ def graph_sha256(data: bytes) -> str:
 
 
 def read(model: str | Path | None = None, *, verify: bool = True) -> ModelFile:
-    """Read and check a model file; every problem is one SeqgenError naming the file and the fix."""
+    """Read and check a model file; every problem is one SeqgenError naming the file and the fix.
+
+    The file is memory-mapped for the checks and unmapped before onnxruntime loads it by path, so
+    no copy of its bytes stays in (or passes through) the Python heap: that keeps peak memory low.
+    """
     path = resolve(model)
     if not path.exists():
         raise SeqgenError(f"model file {path} does not exist; check the path or use a shipped model name")
     if path.is_dir():
         raise SeqgenError(f"model path {path} is a directory; give the .onnx file inside it")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                raise SeqgenError(f"model file {path} is empty; export or download it again")
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise SeqgenError(f"cannot read model file {path}: {exc.strerror}; check its permissions") from None
-    if not data:
-        raise SeqgenError(f"model file {path} is empty; export or download it again")
     try:
-        metadata, graph = _scan(data)
-    except WireError:
-        raise SeqgenError(f"{path} is not a readable ONNX file (truncated or not ONNX); export it again") from None
-    except SeqgenError as exc:  # external data: name the file like every other refusal
-        raise SeqgenError(f"{path}: {exc}") from None
-    if graph is None:
-        raise SeqgenError(f"{path} has no graph; it is not a complete ONNX model, export it again")
-    return _checked(path, data, metadata, graph, verify)
+        return _read_mapped(path, memoryview(mapped), verify)
+    finally:
+        with contextlib.suppress(BufferError):  # a view kept by an error's traceback: unmapped when collected
+            mapped.close()
 
 
-def _scan(data: bytes) -> tuple[dict[str, str], memoryview | None]:
+def _read_mapped(path: Path, data: memoryview, verify: bool) -> ModelFile:
+    with data:
+        try:
+            metadata, graph = _scan(data)
+        except WireError:
+            raise SeqgenError(f"{path} is not a readable ONNX file (truncated or not ONNX); export it again") from None
+        except SeqgenError as exc:  # external data: name the file like every other refusal
+            raise SeqgenError(f"{path}: {exc}") from None
+        if graph is None:
+            raise SeqgenError(f"{path} has no graph; it is not a complete ONNX model, export it again")
+        with graph:
+            return _checked(path, metadata, graph, verify)
+
+
+def _scan(data: memoryview) -> tuple[dict[str, str], memoryview | None]:
     metadata: dict[str, str] = {}
     graph = None
     for number, kind, value in fields(data):
@@ -181,7 +198,7 @@ def _check_state_inputs(path: Path, graph: memoryview, cell: str, layers: int, h
                                   f"{dims[axis]}; the file was edited or damaged, re-export it")
 
 
-def _checked(path: Path, data: bytes, metadata: dict[str, str], graph: memoryview, verify: bool) -> ModelFile:
+def _checked(path: Path, metadata: dict[str, str], graph: memoryview, verify: bool) -> ModelFile:
     missing = [k for k in REQUIRED_KEYS if PREFIX + k not in metadata]
     if missing:
         hint = "it is not a seqgen model" if len(missing) == len(REQUIRED_KEYS) else "its metadata is incomplete"
@@ -218,7 +235,6 @@ def _checked(path: Path, data: bytes, metadata: dict[str, str], graph: memoryvie
         raise SeqgenError(f"{path}: weights do not match their recorded sha256; the file is corrupted, get it again")
     return ModelFile(
         path=path,
-        data=data,
         metadata=metadata,
         vocab=vocab,
         cell=meta["cell"],
