@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,6 +11,9 @@ from .errors import SeqgenError
 from .sampling import Sampler
 from .session import Session
 from .vocab import BOUNDARY
+
+if TYPE_CHECKING:
+    from .model import Model
 
 
 def stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -50,7 +54,7 @@ class StopMatcher:
         return emit
 
 
-def prompt_session(model, prompts: Sequence[str]) -> Session:  # Model, avoiding a cycle
+def prompt_session(model: Model, prompts: Sequence[str]) -> Session:
     """A Session holding each prompt, each processed once at batch 1 (so results match batch 1 exactly)."""
     singles: dict[str, Session] = {}
     for prompt in prompts:
