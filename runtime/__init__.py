@@ -17,18 +17,18 @@ from .errors import SeqgenError
 if TYPE_CHECKING:
     from .model import Model, Score
     from .modelfile import shipped_models
-    from .sampling import Sampling
+    from .sampling import Sampler, Sampling
     from .session import Session
     from .vocab import BOUNDARY, Vocabulary
 
 __version__ = "0.1.0"
-__all__ = ["BOUNDARY", "Model", "Sampling", "Score", "SeqgenError", "Session", "Vocabulary", "load",
+__all__ = ["BOUNDARY", "Model", "Sampler", "Sampling", "Score", "SeqgenError", "Session", "Vocabulary", "load",
            "shipped_models"]
 
 # Imported on first use, so that `import seqgen` (and `seqgen-run --help`) stays cheap: onnxruntime
 # and numpy load only when a model is.
-_LAZY = {"Model": "model", "Score": "model", "shipped_models": "modelfile", "Sampling": "sampling",
-         "Session": "session", "BOUNDARY": "vocab", "Vocabulary": "vocab"}
+_LAZY = {"Model": "model", "Score": "model", "shipped_models": "modelfile", "Sampler": "sampling",
+         "Sampling": "sampling", "Session": "session", "BOUNDARY": "vocab", "Vocabulary": "vocab"}
 
 
 def __getattr__(name: str) -> object:

@@ -10,7 +10,6 @@ import functools
 import json
 import os
 import re
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -109,12 +108,14 @@ class ModelChoice:
 
         if self.replacement is not None and self.unknown not in (None, "replace"):
             raise SeqgenError("--replacement only applies with --unknown replace")
-        if self.unknown == "replace" and self.replacement is None:
-            raise SeqgenError("--unknown replace needs --replacement CHAR, a character in the model's vocabulary")
         model = load(self.name, threads=self.threads)
         if self.unknown is None and self.replacement is None:
             return model  # the policy stored in the model file
-        return model.with_unknown(self.unknown or "replace", self.replacement)
+        policy = self.unknown or "replace"
+        replacement = self.replacement or model.vocab.replacement  # the file's own replacement, if it has one
+        if policy == "replace" and replacement is None:
+            raise SeqgenError("--unknown replace needs --replacement CHAR, a character in the model's vocabulary")
+        return model.with_unknown(policy, replacement if policy == "replace" else None)
 
 
 def model_options(*, text: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -381,4 +382,6 @@ def _timed(run: Callable[[int], list[str]], max_new_chars: int) -> tuple[int, fl
         times.append(time.perf_counter() - start)
     if chars == 0:
         raise SeqgenError("the model ended every text at once, so there is nothing to time")
+    import statistics  # here: it costs every other command start-up time
+
     return chars, statistics.median(times)

@@ -143,7 +143,10 @@ def _scan(data: memoryview) -> tuple[dict[str, str], memoryview | None]:
         if number == _MODEL_GRAPH and kind == BYTES:
             graph = value
         elif number == _MODEL_METADATA and kind == BYTES:
-            entry = {n: bytes(v).decode("utf-8") for n, k, v in fields(value) if k == BYTES}
+            try:
+                entry = {n: bytes(v).decode("utf-8") for n, k, v in fields(value) if k == BYTES}
+            except UnicodeDecodeError:
+                raise WireError("metadata is not UTF-8") from None
             metadata[entry.get(1, "")] = entry.get(2, "")
     if graph is not None:
         for number, kind, value in fields(graph):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import SeqgenError
+from .vocab import BOUNDARY
 
 GREEDY_BELOW = 1e-30
 """Temperatures below this pick the most likely token, as temperature 0 does."""
@@ -56,13 +57,16 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 def penalize(logits: np.ndarray, recent: np.ndarray, penalty: float) -> None:
     """In place: make tokens in `recent` ([batch, window] ids) less likely (llama.cpp's rule).
 
-    Results stay finite (an extreme penalty must not turn a candidate into +-inf); masked tokens
-    (-inf) stay masked.
+    The boundary token is left alone: it starts every sequence, so it is always recent, and for
+    line-item models it is how an item ends. Results stay finite (an extreme penalty must not turn a
+    candidate into +-inf); masked tokens (-inf) stay masked.
     """
+    boundary = logits[:, BOUNDARY].copy()
     rows = np.arange(logits.shape[0])[:, None]
     picked = logits[rows, recent].astype(np.float64)
     changed = np.clip(np.where(picked > 0, picked / penalty, picked * penalty), -FLOAT32_MAX, FLOAT32_MAX)
     logits[rows, recent] = np.where(np.isneginf(picked), picked, changed)
+    logits[:, BOUNDARY] = boundary
 
 
 class Sampler:

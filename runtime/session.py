@@ -1,8 +1,9 @@
 """A Session carries the recurrent state of one or more sequences through the exported step graph.
 
-Text fed in is processed in one call; each further token costs one step. A step writes into
-buffers bound once to the graph (onnxruntime's IOBinding), so the per-character path allocates
-nothing. A Session belongs to one thread; many Sessions may share one Model across threads.
+Text fed in is processed in one call (chunks of MAX_CHUNK tokens for very long text); each further
+token costs one step. A step runs on buffers bound once to the graph (onnxruntime's IOBinding), so
+the graph call itself allocates nothing. A Session belongs to one thread; many Sessions may share
+one Model across threads.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ class Session:
         self._tokens = np.empty((batch_size, 64), np.int64)  # every token fed, boundary first; grows
         self._length = 0
         self._step = None  # the bound single-token call, made on first use
+        self._default_sampler: Sampler | None = None
         self.steps = 0
         """Number of calls into the graph so far (a cost counter, used by tests)."""
 
     @classmethod
     def stack(cls, sessions: Sequence[Session]) -> Session:
         """One Session continuing each of `sessions` (batch 1 each, same model) as one batch."""
+        if not sessions or any(s.batch_size != 1 or s.model is not sessions[0].model for s in sessions):
+            raise SeqgenError("stack takes one or more sessions of batch size 1 of the same model")
         model = sessions[0].model
         batch = cls(model, len(sessions))
         for single in sessions:
@@ -71,13 +75,20 @@ class Session:
             pass
 
     def chunk_logits(self, tokens: np.ndarray) -> Iterator[np.ndarray]:
-        """Feed token ids ([batch, time]); yield the logits ([batch, t, vocab]) of each chunk sent.
+        """Feed token ids ([batch, time]); return an iterator of the logits ([batch, t, vocab]) of each
+        chunk sent. The ids are checked at once; the chunks run as the iterator is consumed.
 
         A fresh session first feeds the boundary token, so its first logits predict `tokens[:, 0]`.
         """
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.ndim != 2 or tokens.shape[0] != self.batch_size:
             raise SeqgenError(f"tokens must have shape [{self.batch_size}, time], got {list(tokens.shape)}")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.model.vocab.size):
+            raise SeqgenError(f"token ids must be in 0..{self.model.vocab.size - 1}; encode text with the model's "
+                              "vocabulary")
+        return self._chunks(tokens)
+
+    def _chunks(self, tokens: np.ndarray) -> Iterator[np.ndarray]:
         if not self._length:
             tokens = np.concatenate([np.full((self.batch_size, 1), BOUNDARY, np.int64), tokens], axis=1)
         self._append(tokens)
@@ -144,7 +155,9 @@ class Session:
 
     def sample(self, sampler: Sampler | None = None) -> np.ndarray:
         """Draw the next token of every sequence, feed it, and return the ids ([batch])."""
-        sampler = sampler or Sampler()
+        if sampler is None:  # one default sampler per session, so its random stream carries on
+            self._default_sampler = self._default_sampler or Sampler()
+            sampler = self._default_sampler
         if self._logits is None:
             self.logits()
         logits = self._logits  # worked on in place: the step below replaces it
@@ -176,9 +189,9 @@ class Session:
             if not isinstance(value, np.ndarray) or value.shape != shape:
                 raise SeqgenError(f"saved state has no {name!r} of shape {shape}; save it from a session "
                                   "of this model with the same batch size")
-        tokens = np.asarray(saved.get("tokens"), dtype=np.int64)
-        if tokens.ndim != 2 or tokens.shape[0] != self.batch_size or tokens.size == 0 \
-                or tokens.min() < 0 or tokens.max() >= vocab:
+        tokens = saved.get("tokens")
+        if not isinstance(tokens, np.ndarray) or tokens.dtype.kind not in "iu" or tokens.ndim != 2 \
+                or tokens.shape[0] != self.batch_size or tokens.size == 0 or tokens.min() < 0 or tokens.max() >= vocab:
             raise SeqgenError("saved state's tokens do not fit this model; save it from a session of this model")
         for name, buffer in self._state.items():
             np.copyto(buffer, saved[name])

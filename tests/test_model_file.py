@@ -86,3 +86,11 @@ def test_external_data_is_refused(tmp_path: Path, tiny_model: Path) -> None:
 def test_a_good_copy_loads(tmp_path: Path, tiny_model: Path) -> None:
     shutil.copy(tiny_model, tmp_path / "copy.onnx")
     assert seqgen.load(tmp_path / "copy.onnx").path == tmp_path / "copy.onnx"
+
+
+def test_metadata_that_is_not_utf8_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    model = onnx.load(tiny_model)
+    model.metadata_props.add(key="x", value="y")
+    data = model.SerializeToString().replace(b"\x0a\x01x\x12\x01y", b"\x0a\x01\xff\x12\x01y")
+    (tmp_path / "bad.onnx").write_bytes(data)
+    refused(tmp_path / "bad.onnx", "not a readable ONNX file")

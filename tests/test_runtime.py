@@ -201,3 +201,32 @@ def test_info_and_path(model: seqgen.Model) -> None:
     assert model.path.name == "lstm.onnx"
     assert model.info["cell"] == "lstm" and model.info["format_version"] == 1
     assert model.info["vocabulary"] == "".join(model.vocab.chars)
+
+
+def test_line_model_scores_crlf_text_like_lf_text(tiny_models: dict[str, Path]) -> None:
+    lines = seqgen.load(tiny_models["lines"])
+    assert lines.score("anna\r\nbob\r\n").loss == lines.score("anna\nbob\n").loss
+
+
+def test_repetition_penalty_never_touches_the_end_of_an_item(tiny_models: dict[str, Path]) -> None:
+    from seqgen.sampling import penalize
+
+    logits = np.array([[2.0, 1.0, -1.0, 0.5]], np.float32)
+    penalize(logits, np.array([[0, 1, 2, 0]]), 2.0)
+    assert logits.tolist() == [[2.0, 0.5, -2.0, 0.5]]
+
+
+def test_bad_token_ids_and_bad_state_are_refused_at_once(model: seqgen.Model) -> None:
+    session = model.session()
+    for bad in ([[-1]], [[model.vocab.size]]):
+        with pytest.raises(seqgen.SeqgenError, match="token ids"):
+            session.chunk_logits(np.array(bad))  # refused before anything runs, not when iterated
+    assert session.steps == 0 and session.tokens.size == 0
+    saved = session.save_state()
+    for tokens in (None, "abc", np.array([[0.5]])):
+        with pytest.raises(seqgen.SeqgenError, match="tokens"):
+            session.load_state({**saved, "tokens": tokens})
+    with pytest.raises(seqgen.SeqgenError, match="stack"):
+        seqgen.Session.stack([])
+    with pytest.raises(seqgen.SeqgenError, match="stack"):
+        seqgen.Session.stack([model.session(2)])
