@@ -236,3 +236,16 @@ def test_fit_reports_once_under_torchrun_in_json(rank: str, tmp_path: Path, monk
         return
     report = json.loads(result.stdout)  # strict JSON: no Infinity, no "None"
     assert report["model"] is None and report["best_val_loss"] is None and report["steps"] == 3
+
+
+def test_resume_refuses_options_it_would_otherwise_ignore(tmp_path: Path) -> None:
+    from seqgen.train.cli import main as train_main
+
+    result = CliRunner().invoke(train_main, ["fit", "--resume", str(tmp_path), "--lr", "0.1", "--seed", "3"])
+    assert result.exit_code == 2
+    assert "--lr, --seed cannot change" in result.stderr and "Traceback" not in result.output
+
+
+def test_seqgen_train_help_does_not_wait_for_torch() -> None:
+    code = "import sys; from seqgen.train import cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

@@ -8,9 +8,23 @@ Needs the `train` extra (torch, onnx). The runtime (`seqgen`) never imports this
 
 from __future__ import annotations
 
-from .config import TrainConfig
-from .export import export_onnx
-from .loop import Result, export_run, fit_texts, train
-from .models import CharRNN
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .export import export_onnx
+    from .loop import Result, export_run, fit_texts, train
+    from .models import CharRNN
 
 __all__ = ["CharRNN", "Result", "TrainConfig", "export_onnx", "export_run", "fit_texts", "train"]
+
+# Imported on first use, so that `seqgen-train --help`, `eval` and `plot` do not wait for torch.
+_LAZY = {"TrainConfig": "config", "export_onnx": "export", "Result": "loop", "export_run": "loop",
+         "fit_texts": "loop", "train": "loop", "CharRNN": "models"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'seqgen.train' has no attribute {name!r}")

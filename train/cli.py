@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from seqgen import __version__
 from seqgen.cli import SeqgenGroup
 from seqgen.errors import SeqgenError
 
@@ -27,12 +28,12 @@ class Duration(click.ParamType):
 
 
 @click.group(cls=SeqgenGroup)
-@click.version_option(package_name="seqgen", message="%(version)s")
+@click.version_option(version=__version__, message="%(version)s")
 def main() -> None:
     """Train character models and export them for seqgen-run."""
 
 
-# Options whose value, when given, overrides a preset's or a resumed run's.
+# Options whose value, when given, overrides a preset's; a resumed run takes only RESUME_OPTIONS.
 _FIT_OPTIONS = [
     click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default runs/run)."),
     click.option("--lines", is_flag=True, default=None, help="Each non-empty line is one item (makemore style)."),
@@ -70,6 +71,14 @@ _FIT_OPTIONS = [
 ]
 
 
+RESUME_OPTIONS = {"epochs", "max_steps", "time_budget", "progress", "threads", "device"}
+"""What a resumed run may change: its limits and the machine it runs on."""
+
+
+def _flags(names: list[str]) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in names)
+
+
 def _fit_options(command):  # click decorator plumbing
     for option in reversed(_FIT_OPTIONS):
         command = option(command)
@@ -98,6 +107,11 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
         if Path(out).resolve() != Path(resume).resolve():
             raise SeqgenError(f"--resume continues the run in its own folder {resume}, so --out {out} cannot "
                               "apply; drop --out, or copy the folder and resume the copy")
+        fixed = sorted(set(chosen) - RESUME_OPTIONS)
+        if fixed:
+            raise SeqgenError(f"--resume continues with the run's saved settings, so {_flags(fixed)} cannot change; "
+                              f"drop {'it' if len(fixed) == 1 else 'them'} (a resume takes only "
+                              f"{_flags(sorted(RESUME_OPTIONS))})")
         config = TrainConfig(corpus=list(corpus), out=resume, **chosen)  # limits override the saved ones
     else:
         if not corpus and not chosen.get("preset"):

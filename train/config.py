@@ -6,8 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from seqgen.errors import SeqgenError
-
-from .models import CELLS
+from seqgen.modelfile import CELLS
 
 
 @dataclass

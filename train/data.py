@@ -41,7 +41,7 @@ def read_corpus(paths: Sequence[str | Path], *, min_chars: int = 2) -> tuple[str
             raise SeqgenError(f"corpus {path} is not UTF-8 (bad byte at offset {exc.start}); "
                               "convert it, e.g. iconv -t UTF-8") from None
         digest.update(raw)
-    text = "".join(texts)
+    text = "".join(t if t.endswith("\n") or i == len(texts) - 1 else t + "\n" for i, t in enumerate(texts))
     if len(text) < min_chars:
         raise SeqgenError(f"corpus has {len(text)} characters, fewer than the {min_chars} needed; "
                           "give more text or a shorter --seq-len")

@@ -28,7 +28,7 @@ from . import checkpoint
 from .config import TrainConfig
 from .data import IGNORE, Dataset, Examples, batches, item_dataset, pairs, read_corpus, steps_per_epoch, text_dataset
 from .export import export_onnx
-from .files import atomic_write
+from .files import atomic_write, read_jsonl
 from .models import CharRNN
 
 DEFAULT_EPOCHS = 10
@@ -221,14 +221,7 @@ class Run:
         matches the weights."""
         path = self.out / "metrics.jsonl"
         if self.main and path.exists():
-            kept = []
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and record.get("step", 0) <= self.step:
-                    kept.append(line + "\n")
+            kept = [line + "\n" for line, record in read_jsonl(path) if record.get("step", 0) <= self.step]
             atomic_write(path, "".join(kept).encode())
 
     # -- the loop ------------------------------------------------------------------------------
@@ -258,7 +251,7 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
             self.trim_metrics()
             if not self.resumed:  # a new run in a used folder: the old run's weights must not pass for its own
-                for stale in (checkpoint.LATEST, checkpoint.BEST):
+                for stale in (checkpoint.LATEST, checkpoint.BEST, "model.onnx", "loss.png"):
                     (self.out / stale).unlink(missing_ok=True)
         total = self.total_steps()
         checkpoint_every = config.checkpoint_every or config.eval_every

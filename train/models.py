@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+from seqgen.modelfile import CELLS
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 """[layers, batch, hidden] (LSTM: the pair hidden state, cell state)."""

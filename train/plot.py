@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from seqgen.errors import SeqgenError
 
-from .files import atomic_write
+from .files import atomic_write, read_jsonl
 
 
 def plot_run(run: Path, out: Path | None = None) -> Path:
@@ -22,7 +21,7 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         raise SeqgenError(f"{run} has no metrics.jsonl; give a run folder made by seqgen-train fit")
-    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [record for _, record in read_jsonl(metrics)]
     if not rows:
         raise SeqgenError(f"{metrics} is empty; the run has not reached its first evaluation yet")
     steps = [r["step"] for r in rows]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,13 +61,15 @@ def quantize_int8(source: str | Path, out: str | Path) -> dict[str, object]:
         with _quiet_root_logger():
             quantize_dynamic(source, staged, weight_type=QuantType.QInt8)
         quantized = onnx.load(staged)
-    metadata = dict(reference.file.metadata)
-    metadata = {k.removeprefix(PREFIX): v for k, v in metadata.items()}
-    metadata["quantization"] = "int8"
-    metadata["graph_sha256"] = graph_sha256(quantized.SerializeToString())
+    # the float file's facts, less the float graph's parity (the int8 graph's own check is its agreement)
+    metadata = {k.removeprefix(PREFIX): v for k, v in reference.file.metadata.items()
+                if k.startswith(PREFIX) and not k.startswith(PREFIX + "parity_")}
+    metadata.update(quantization="int8", graph_sha256=graph_sha256(quantized.SerializeToString()),
+                    created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     write_with_metadata(quantized, metadata, out)
-    candidate = seqgen.load(out)
-    agreement, positions = top1_agreement(reference, candidate)
+    agreement, positions = top1_agreement(reference, seqgen.load(out))
+    metadata["int8_top1_agreement"] = f"{agreement:.4f}"
+    write_with_metadata(quantized, metadata, out)
     return {"quantized": str(out), "float_bytes": float_bytes, "int8_bytes": out.stat().st_size,
             "size_ratio": round(out.stat().st_size / float_bytes, 3), "top1_agreement": round(agreement, 4),
             "top1_positions": positions}
