@@ -112,7 +112,3 @@ class Sampler:
         self._next += 1
         return self._uniforms[self._next - 1]
 
-
-def choose(logits: np.ndarray, options: Sampling, rng: np.random.Generator) -> np.ndarray:
-    """One draw of token ids ([batch]) from `logits` ([batch, vocab]); for many, keep a Sampler."""
-    return Sampler(options, rng)(logits)

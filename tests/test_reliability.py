@@ -25,7 +25,7 @@ from helpers import assert_input_error, edited, run, seqgen_run
 import seqgen
 from seqgen import session as session_module
 from seqgen.modelfile import MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB
-from seqgen.sampling import Sampler, Sampling, choose, penalize
+from seqgen.sampling import Sampler, Sampling, penalize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -300,7 +300,7 @@ def test_top_k_above_the_vocabulary_keeps_every_character(model: seqgen.Model, t
     assert model.generate("the ", 60, temperature=1.5, top_k=3, seed=4) != free  # top_k does cut when smaller
     rng = np.random.default_rng(0)
     logits = np.log(np.array([[0.4, 0.3, 0.2, 0.1]], np.float32))
-    assert {int(choose(logits.copy(), Sampling(top_k=100), rng)[0]) for _ in range(300)} == {0, 1, 2, 3}
+    assert {int(Sampler(Sampling(top_k=100), rng)(logits.copy())[0]) for _ in range(300)} == {0, 1, 2, 3}
     flags = ("generate", "the ", "-n", 60, "--temperature", 1.5, "--seed", 4, "--model", tiny_model)
     assert run(*flags, "--top-k", 1_000_000).stdout == run(*flags).stdout == free + "\n"
 
@@ -388,7 +388,7 @@ def test_a_crushing_repetition_penalty_still_picks_an_allowed_character(temperat
     for _ in range(50):
         logits = np.array([[-np.inf, -1.0, -2.0, -3.0]], np.float32)  # token 0 masked, as for running text
         penalize(logits, np.array([[1, 2, 3]]), 1e39)
-        picks.add(int(choose(logits, Sampling(temperature=temperature, repetition_penalty=1e39), rng)[0]))
+        picks.add(int(Sampler(Sampling(temperature=temperature, repetition_penalty=1e39), rng)(logits)[0]))
     assert picks and 0 not in picks
 
 # == nothing executed ===================================================================================

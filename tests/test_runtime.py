@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import seqgen
-from seqgen.sampling import Sampler, Sampling, choose
+from seqgen.sampling import Sampler, Sampling
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_sampling_options_are_validated() -> None:
 def test_sampling_filters_cut_the_distribution() -> None:
     rng = np.random.default_rng(0)
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
-    draws = lambda **kw: {int(choose(logits.copy(), Sampling(**kw), rng)[0]) for _ in range(400)}  # noqa: E731
+    draws = lambda **kw: {int(Sampler(Sampling(**kw), rng)(logits.copy())[0]) for _ in range(400)}  # noqa: E731
     assert draws(top_k=2) == {0, 1}
     assert draws(top_p=0.7) == {0, 1}
     assert draws(min_p=0.5) == {0, 1}

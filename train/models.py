@@ -48,8 +48,3 @@ class CharRNN(nn.Module):
     @property
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    def describe(self) -> dict[str, object]:
-        """The constructor arguments, enough to rebuild the model (dropout aside)."""
-        return {"vocab_size": self.vocab_size, "cell": self.cell, "embedding_size": self.embedding_size,
-                "hidden_size": self.hidden_size, "layers": self.layers}
