@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from .model import Model
 
 
+def check_length(max_new_chars: int) -> int:
+    """The number of characters to generate, checked before any prompt is processed."""
+    if not isinstance(max_new_chars, int) or isinstance(max_new_chars, bool) or max_new_chars < 0:
+        raise SeqgenError(f"max_new_chars must be an integer >= 0, got {max_new_chars!r}")
+    return max_new_chars
+
+
 def stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
     """Normalise the `stop` argument to a tuple of non-empty strings."""
     if stop is None:
@@ -69,8 +76,6 @@ def prompt_session(model: Model, prompts: Sequence[str]) -> Session:
 
 def stream_rows(session: Session, max_new_chars: int, sampler: Sampler, stop: tuple[str, ...]) -> Iterator[list[str]]:
     """Step all sequences together; yield each step's new text per row ("" for finished rows)."""
-    if not isinstance(max_new_chars, int) or max_new_chars < 0:
-        raise SeqgenError(f"max_new_chars must be an integer >= 0, got {max_new_chars!r}")
     chars = ("", *session.model.vocab.chars)
     if session.batch_size == 1 and not stop:  # the common case, kept free of per-row bookkeeping
         for _ in range(max_new_chars):

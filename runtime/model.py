@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from . import modelfile
 from .errors import SeqgenError
-from .generate import prompt_session, stop_strings, stream_rows
+from .generate import check_length, prompt_session, stop_strings, stream_rows
 from .modelfile import PREFIX
 from .sampling import Sampler, Sampling
 from .session import Session
@@ -157,7 +157,7 @@ class Model:
     ) -> Iterator[str]:
         """Yield new text as it is made (stop strings are never emitted)."""
         options = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
-        stops = stop_strings(stop)
+        stops, max_new_chars = stop_strings(stop), check_length(max_new_chars)
         session = prompt_session(self, [prompt])
         for pieces in stream_rows(session, max_new_chars, Sampler(options, seed), stops):
             if pieces[0]:
@@ -186,7 +186,7 @@ class Model:
         if not prompts:
             return []
         options = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
-        stops = stop_strings(stop)
+        stops, max_new_chars = stop_strings(stop), check_length(max_new_chars)
         session = prompt_session(self, prompts)
         texts = [[] for _ in prompts]
         for pieces in stream_rows(session, max_new_chars, Sampler(options, seed), stops):

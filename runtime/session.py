@@ -51,7 +51,7 @@ class Session:
         model = sessions[0].model
         batch = cls(model, len(sessions))
         for single in sessions:
-            single.logits()  # make sure each has started
+            single.current()  # make sure each has started
         for name, buffer in batch._state.items():
             np.concatenate([s._state[name] for s in sessions], axis=1, out=buffer)
         batch._logits = np.concatenate([s._logits for s in sessions])  # type: ignore[misc]
@@ -94,7 +94,7 @@ class Session:
         self._append(tokens)
         for start in range(0, tokens.shape[1], MAX_CHUNK):
             logits = self._run(np.ascontiguousarray(tokens[:, start : start + MAX_CHUNK]))
-            self._logits = logits[:, -1]
+            self._logits = logits[:, -1].copy()  # the session's own: sampling masks it in place
             yield logits
 
     def _run(self, tokens: np.ndarray) -> np.ndarray:
@@ -108,7 +108,7 @@ class Session:
     def step(self, ids: np.ndarray) -> None:
         """Append one token per sequence (`ids`, [batch]) in one bound call: the per-character path."""
         if self._step is None:
-            self.logits()  # a fresh session feeds its boundary token first
+            self.current()
             self._step = _BoundStep(self)
         self._append(ids[:, None])
         self._logits = self._step(ids)
@@ -125,17 +125,26 @@ class Session:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def logits(self) -> np.ndarray:
-        """Logits ([batch, vocab], a copy) for the next token of each sequence."""
+    def current(self) -> np.ndarray:
+        """The logits after the last token fed (the session's own array, not a copy); a fresh session
+        feeds its boundary token first."""
         if self._logits is None:
             self.feed_tokens(np.empty((self.batch_size, 0), np.int64))
-        return self._logits.copy()  # type: ignore[union-attr]
+        return self._logits  # type: ignore[return-value]
 
-    def distribution(self) -> np.ndarray:
-        """Next-token probabilities ([batch, vocab]); running-text models never end a text."""
-        logits = self.logits()
+    def logits(self) -> np.ndarray:
+        """Logits ([batch, vocab], a copy) for the next token of each sequence."""
+        return self.current().copy()
+
+    def _mask_boundary(self, logits: np.ndarray) -> None:
+        """In place: running-text models never end a text, so the boundary is never next."""
         if not self.model.file.line_items:
             logits[:, BOUNDARY] = -np.inf
+
+    def distribution(self) -> np.ndarray:
+        """Next-token probabilities ([batch, vocab])."""
+        logits = self.logits()
+        self._mask_boundary(logits)
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         return probs / probs.sum(axis=1, keepdims=True)
@@ -158,11 +167,8 @@ class Session:
         if sampler is None:  # one default sampler per session, so its random stream carries on
             self._default_sampler = self._default_sampler or Sampler()
             sampler = self._default_sampler
-        if self._logits is None:
-            self.logits()
-        logits = self._logits  # worked on in place: the step below replaces it
-        if not self.model.file.line_items:
-            logits[:, BOUNDARY] = -np.inf
+        logits = self.current()  # worked on in place: the step below replaces it
+        self._mask_boundary(logits)
         if sampler.options.repetition_penalty != 1.0:
             penalize(logits, self.tokens[:, -PENALTY_WINDOW:], sampler.options.repetition_penalty)
         ids = sampler(logits)
@@ -173,10 +179,8 @@ class Session:
 
     def save_state(self) -> dict[str, np.ndarray]:
         """Plain numpy arrays that `load_state` (here or in another process) continues from."""
-        self.logits()
-        saved = {name: value.copy() for name, value in self._state.items()}
-        saved["tokens"] = self.tokens.copy()
-        saved["logits"] = self._logits.copy()  # type: ignore[union-attr]
+        saved = {"logits": self.current().copy(), "tokens": self.tokens.copy()}
+        saved.update({name: value.copy() for name, value in self._state.items()})
         return saved
 
     def load_state(self, saved: dict[str, np.ndarray]) -> None:
