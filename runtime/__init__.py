@@ -2,7 +2,7 @@
 
     import seqgen
     model = seqgen.load()                 # the shipped default model
-    model.predict("To be or not to b")    # [('e', 0.97), ...]
+    model.predict("To be or not to b")    # [('e', 0.85), ...]
     model.generate("ROMEO:", 200, temperature=0.8, seed=1)
 """
 
