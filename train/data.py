@@ -121,6 +121,19 @@ class Dataset:
         return running_text(self.train, self.seq_len, offset)
 
 
+def text_split(length: int, val_fraction: float) -> int:
+    """Where running text splits: everything from here on is held out (nanoGPT's tail)."""
+    return int(length * (1 - val_fraction))
+
+
+def item_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices of `count` items: a seeded random min(1000, 10%) held out
+    (makemore's convention; at least one)."""
+    order = np.random.default_rng(seed).permutation(count)
+    held = max(1, min(1000, int(count * 0.1)))
+    return order[held:], order[:held]
+
+
 def text_dataset(text: str, *, seq_len: int, val_fraction: float = 0.1, vocab: Vocabulary | None = None,
                  name: str = "<texts>", sha256: str = "") -> Dataset:
     """Running text, the last `val_fraction` held out."""
@@ -128,25 +141,24 @@ def text_dataset(text: str, *, seq_len: int, val_fraction: float = 0.1, vocab: V
         raise SeqgenError(f"val_fraction must be in (0, 1), got {val_fraction}")
     vocab = vocab or Vocabulary.fit([text])
     ids = vocab.encode(text)
-    split = int(len(ids) * (1 - val_fraction))
+    split = text_split(len(ids), val_fraction)
     if split < seq_len + 1 or len(ids) - split < seq_len:
         raise SeqgenError(f"text of {len(ids)} characters is too short for --seq-len {seq_len} with a "
                           f"{val_fraction:.0%} validation split; give more text or a smaller --seq-len")
     return Dataset(vocab, ids[:split], running_text(ids[split:], seq_len), False, seq_len, name, sha256)
 
 
-def item_dataset(items: Sequence[str], *, seed: int = 42, vocab: Vocabulary | None = None,
+def item_dataset(items: Sequence[str], *, seed: int, vocab: Vocabulary | None = None,
                  name: str = "<texts>", sha256: str = "") -> Dataset:
     """Line items; a seeded random min(1000, 10%) held out (at least one, when there are two or more)."""
     items = [item for item in items if item]
     if len(items) < 2:
         raise SeqgenError(f"need at least 2 non-empty items to train and validate, got {len(items)}")
     vocab = vocab or Vocabulary.fit(items)
-    order = np.random.default_rng(seed).permutation(len(items))
-    held = max(1, min(1000, int(len(items) * 0.1)))
+    training, held_out = item_split(len(items), seed)
     encoded = [vocab.encode(item) for item in items]
-    train = line_items([encoded[i] for i in order[held:]])
-    val = line_items([encoded[i] for i in order[:held]])
+    train = line_items([encoded[i] for i in training])
+    val = line_items([encoded[i] for i in held_out])
     return Dataset(vocab, train, val, True, train.inputs.shape[1], name, sha256)
 
 

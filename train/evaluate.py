@@ -7,21 +7,17 @@ from pathlib import Path
 import seqgen
 from seqgen.errors import SeqgenError
 
-from .data import read_corpus
+from .data import item_split, read_corpus, text_split
 
 
 def held_out_text(text: str, *, line_items: bool, val_fraction: float = 0.1, seed: int = 1337) -> str:
     """The held-out part of a corpus, split as training split it (nanoGPT's tail or makemore's items)."""
-    import numpy as np
-
     if not line_items:
-        return text[int(len(text) * (1 - val_fraction)) :]
+        return text[text_split(len(text), val_fraction) :]
     items = [line for line in text.splitlines() if line]
     if len(items) < 2:
         raise SeqgenError("the corpus has fewer than 2 items; nothing is held out")
-    order = np.random.default_rng(seed).permutation(len(items))
-    held = max(1, min(1000, int(len(items) * 0.1)))
-    return "\n".join(items[i] for i in order[:held])
+    return "\n".join(items[i] for i in item_split(len(items), seed)[1])
 
 
 def held_out_score(model: str | Path, corpus: list[str], *, val_fraction: float | None = None,
