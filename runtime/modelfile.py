@@ -74,17 +74,20 @@ def shipped_models() -> list[str]:
 
 
 def resolve(model: str | Path | None) -> Path:
-    """A path for a model argument: None is the default model, a short name is a shipped model."""
+    """A path for a model argument: None is the default model; a bare name (a string without a
+    folder or the .onnx suffix) is a shipped model when one has that name, so a file of the same
+    name in the current folder does not shadow it (write ./name for the file); anything else is a path."""
     if model is None:
         model = DEFAULT_MODEL
+    text = str(model)
+    bare = isinstance(model, str) and "/" not in text and os.sep not in text and not text.endswith(".onnx")
+    if bare and (artifacts_dir() / f"{text}.onnx").exists():
+        return artifacts_dir() / f"{text}.onnx"
     path = Path(model)
-    if path.exists() or path.suffix == ".onnx" or len(path.parts) > 1:
+    if path.exists() or not bare:
         return path
-    shipped = artifacts_dir() / f"{model}.onnx"
-    if shipped.exists():
-        return shipped
     raise SeqgenError(
-        f"no model file or shipped model named {str(model)!r}; give a path to a .onnx file "
+        f"no model file or shipped model named {text!r}; give a path to a .onnx file "
         f"or one of: {', '.join(shipped_models()) or '(none shipped)'}"
     )
 

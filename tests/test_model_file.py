@@ -94,3 +94,15 @@ def test_metadata_that_is_not_utf8_is_refused(tmp_path: Path, tiny_model: Path) 
     data = model.SerializeToString().replace(b"\x0a\x01x\x12\x01y", b"\x0a\x01\xff\x12\x01y")
     (tmp_path / "bad.onnx").write_bytes(data)
     refused(tmp_path / "bad.onnx", "not a readable ONNX file")
+
+
+def test_a_shipped_name_is_not_shadowed_by_a_file_in_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqgen.modelfile import resolve, shipped_models
+
+    name = shipped_models()[0]
+    (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve(name).parent.name == "artifacts"
+    assert resolve(f"./{name}") == Path(f"./{name}")  # the folder, when asked for by path
+    assert resolve(Path(name)) == Path(name)
