@@ -17,7 +17,7 @@ from .generate import check_length, prompt_session, stop_strings, stream_rows
 from .modelfile import PREFIX
 from .sampling import Sampler, Sampling
 from .session import Session
-from .vocab import BOUNDARY
+from .vocab import IGNORE, frame_items
 
 SCORE_BATCH = 256
 """Line items scored together in one call."""
@@ -78,7 +78,7 @@ class Model:
         self.file = file
         self.vocab = file.vocab
         self.ort = _ort_session(file.path, threads, quantized=file.metadata.get(PREFIX + "quantization") == "int8")
-        self.state_names = ("state", "cell") if file.cell == "lstm" else ("state",)
+        self.state_names = modelfile.state_names(file.cell)
         self.output_names = ["logits"] + [f"{n}_out" for n in self.state_names]
         self._check_signature()
 
@@ -220,15 +220,10 @@ class Model:
         encoded = [self.vocab.encode(item) for item in items]
         parts = []
         for start in range(0, len(encoded), SCORE_BATCH):
-            group = encoded[start : start + SCORE_BATCH]
-            width = max(len(ids) for ids in group) + 1
-            targets = np.full((len(group), width), -1, np.int64)
-            for row, ids in enumerate(group):
-                targets[row, : len(ids)] = ids
-                targets[row, len(ids)] = BOUNDARY
-            inputs = np.where(targets[:, :-1] < 0, BOUNDARY, targets[:, :-1])
-            logits = np.concatenate(list(self.session(len(group)).chunk_logits(inputs)), axis=1)
-            mask = targets >= 0
+            inputs, targets = frame_items(encoded[start : start + SCORE_BATCH])
+            # a fresh session feeds the leading boundary itself
+            logits = np.concatenate(list(self.session(len(inputs)).chunk_logits(inputs[:, 1:])), axis=1)
+            mask = targets != IGNORE
             parts.append(_score_rows(logits[mask], targets[mask]))
         return _joined(parts)
 

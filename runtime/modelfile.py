@@ -61,6 +61,11 @@ class ModelFile:
         return info
 
 
+def state_names(cell: str) -> tuple[str, ...]:
+    """The graph's recurrent state inputs for a cell type (outputs add "_out")."""
+    return ("state", "cell") if cell == "lstm" else ("state",)
+
+
 def artifacts_dir() -> Path:
     """Folder of the shipped models (package data)."""
     from . import artifacts  # a tiny package, imported only when a model is resolved

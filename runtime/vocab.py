@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +13,9 @@ from .errors import SeqgenError
 
 BOUNDARY = 0
 """Token id of the boundary: start of a text or item, end of a line item, and padding."""
+
+IGNORE = -1
+"""Target id that scoring and the training loss skip (padding, positions a task does not ask about)."""
 
 ORDERS = ("frequency", "codepoint")
 UNKNOWN_POLICIES = ("error", "skip", "replace")
@@ -144,3 +147,16 @@ class Vocabulary:
             if isinstance(exc, SeqgenError):
                 raise
             raise SeqgenError("vocabulary JSON is malformed; re-export the model") from None
+
+
+def frame_items(items: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Line items as model inputs [boundary, chars] and targets [chars, boundary], right-padded
+    ([items, longest + 1]; padding: the boundary in inputs, IGNORE in targets)."""
+    width = max(len(ids) for ids in items) + 1
+    targets = np.full((len(items), width), IGNORE, np.int64)
+    for row, ids in enumerate(items):
+        targets[row, : len(ids)] = ids
+        targets[row, len(ids)] = BOUNDARY
+    inputs = np.full_like(targets, BOUNDARY)
+    inputs[:, 1:] = np.where(targets[:, :-1] == IGNORE, BOUNDARY, targets[:, :-1])
+    return inputs, targets

@@ -18,10 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from seqgen.errors import SeqgenError
-from seqgen.vocab import BOUNDARY, Vocabulary
-
-IGNORE = -1
-"""Target id that the loss skips (padding, and positions the task does not ask about)."""
+from seqgen.vocab import BOUNDARY, IGNORE, Vocabulary, frame_items
 
 
 def read_corpus(paths: Sequence[str | Path], *, min_chars: int = 2) -> tuple[str, str]:
@@ -50,7 +47,7 @@ def read_corpus(paths: Sequence[str | Path], *, min_chars: int = 2) -> tuple[str
 
 @dataclass(frozen=True)
 class Examples:
-    """Padded examples: inputs and targets [n, time] int64, the boundary token as padding."""
+    """Padded examples: inputs and targets [n, time] int64 (padding: the boundary in inputs, IGNORE in targets)."""
 
     inputs: np.ndarray
     targets: np.ndarray
@@ -71,15 +68,8 @@ def running_text(ids: np.ndarray, seq_len: int, offset: int = 0) -> Examples:
 
 
 def line_items(items: Sequence[np.ndarray]) -> Examples:
-    """Each item as [boundary, chars] -> [chars, boundary], right-padded."""
-    width = max(len(ids) for ids in items) + 1
-    targets = np.full((len(items), width), IGNORE, np.int64)
-    for row, ids in enumerate(items):
-        targets[row, : len(ids)] = ids
-        targets[row, len(ids)] = BOUNDARY
-    inputs = np.full_like(targets, BOUNDARY)
-    inputs[:, 1:] = np.where(targets[:, :-1] == IGNORE, BOUNDARY, targets[:, :-1])
-    return Examples(inputs, targets)
+    """Each item as [boundary, chars] -> [chars, boundary], right-padded (the runtime's framing)."""
+    return Examples(*frame_items(items))
 
 
 def pairs(vocab: Vocabulary, examples: Sequence[tuple[str, str]]) -> Examples:

@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from seqgen import __version__
-from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_sha256
+from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_sha256, state_names
 from seqgen.vocab import Vocabulary
 
 from .files import atomic_write
@@ -45,7 +45,7 @@ def _gates(weight: torch.Tensor, cell: str) -> np.ndarray:
 def build_graph(model: CharRNN) -> onnx.GraphProto:
     """The step graph: tokens [batch, time] and state(s) [layers, batch, hidden] -> logits and new state(s)."""
     cell, layers, hidden = model.cell, model.layers, model.hidden_size
-    states = ("state", "cell") if cell == "lstm" else ("state",)
+    states = state_names(cell)
     inits = [
         numpy_helper.from_array(model.embedding.weight.detach().float().numpy(), "embedding"),
         numpy_helper.from_array(model.head.weight.detach().float().numpy().T.copy(), "head_weight"),
@@ -115,7 +115,7 @@ def parity(model: CharRNN, data: bytes, shapes: tuple[tuple[int, int], ...] = PA
         with torch.no_grad():
             logits, new_state = model(tokens, state)
         pairs = (state, new_state) if isinstance(state, tuple) else ((state,), (new_state,))
-        feeds = {"tokens": tokens.numpy(), **{n: t.numpy() for n, t in zip(("state", "cell"), pairs[0])}}
+        feeds = {"tokens": tokens.numpy(), **{n: t.numpy() for n, t in zip(state_names(model.cell), pairs[0])}}
         got = session.run(None, feeds)
         expected = [logits.numpy(), *(t.numpy() for t in pairs[1])]
         for g, e in zip(got, expected):
