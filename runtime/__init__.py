@@ -41,7 +41,7 @@ def load(path: str | Path | None = None, *, threads: int = 1, verify: bool = Tru
     """Load a model file, or a shipped model by short name; None loads the default model.
 
     `threads` is onnxruntime's intra-op thread count (1 is fastest on small machines);
-    `verify` checks the weights against the sha256 recorded in the file.
+    `verify` checks the weights against the checksum recorded in the file.
     """
     from .model import Model
     from .modelfile import read

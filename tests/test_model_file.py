@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,15 +67,46 @@ def test_vocabulary_not_matching_the_logits(tmp_path: Path, tiny_model: Path) ->
             "logits have width")
 
 
-def test_corrupted_weights_are_caught_by_the_hash(tmp_path: Path, tiny_model: Path) -> None:
-    model = onnx.load(tiny_model)
+def _with_changed_weight(source: Path, target: Path) -> Path:
+    model = onnx.load(source)
     weights = next(t for t in model.graph.initializer if t.name == "head_bias")
     values = onnx.numpy_helper.to_array(weights).copy()
     values[0] += 1.0
     weights.CopyFrom(onnx.numpy_helper.from_array(values, "head_bias"))
-    onnx.save(model, tmp_path / "flipped.onnx")
-    refused(tmp_path / "flipped.onnx", "do not match their recorded sha256")
-    assert seqgen.load(tmp_path / "flipped.onnx", verify=False).predict("the", 1)  # the check can be turned off
+    onnx.save(model, target)
+    return target
+
+
+def test_corrupted_weights_are_caught_by_the_checksum(tmp_path: Path, tiny_model: Path) -> None:
+    flipped = _with_changed_weight(tiny_model, tmp_path / "flipped.onnx")
+    refused(flipped, "do not match their recorded checksum")
+    assert seqgen.load(flipped, verify=False).predict("the", 1)  # the check can be turned off
+
+
+def test_files_with_only_a_sha256_are_still_verified(tmp_path: Path, tiny_model: Path) -> None:
+    """Files exported before graph_crc32 carry only graph_sha256; loading still checks it."""
+    older = edited(tiny_model, tmp_path / "older.onnx", graph_crc32=None)
+    assert seqgen.load(older).predict("the", 1)
+    refused(_with_changed_weight(older, tmp_path / "flipped.onnx"), "do not match their recorded checksum")
+
+
+def test_the_exporter_records_both_checksums_of_the_graph(tiny_model: Path) -> None:
+    import hashlib
+    import zlib
+
+    model = onnx.load(tiny_model)
+    graph = model.graph.SerializeToString()
+    metadata = {p.key.removeprefix("seqgen."): p.value for p in model.metadata_props}
+    assert metadata["graph_crc32"] == f"{zlib.crc32(graph):08x}"
+    assert metadata["graph_sha256"] == hashlib.sha256(graph).hexdigest()
+
+
+def test_loading_a_model_does_not_load_openssl(tiny_model: Path) -> None:
+    """hashlib (OpenSSL) costs 3.6 MiB of resident memory: only exporters and older files need it."""
+    probe = ("import sys, seqgen; seqgen.load(sys.argv[1]).predict('the', 1); "
+             "print(sorted({'hashlib', '_hashlib'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe, str(tiny_model)], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_external_data_is_refused(tmp_path: Path, tiny_model: Path) -> None:

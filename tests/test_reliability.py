@@ -79,7 +79,7 @@ def bad_models(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFa
         "a key missing": (edited(lstm, folder / "nokey.onnx", vocabulary=None), "missing vocabulary"),
         "external data": (folder / "external.onnx", "external data"),
         "absurd size": (edited(lstm, folder / "absurd.onnx", layers="1000000"), "layers"),
-        "weights corrupted": (folder / "flipped.onnx", "sha256"),
+        "weights corrupted": (folder / "flipped.onnx", "checksum"),
         "layers not the graph's": (edited(lstm, folder / "layers.onnx", layers="3"), "layers=3"),
         "hidden size not the graph's": (edited(lstm, folder / "hidden.onnx", hidden_size="32"), "hidden_size=32"),
         "cell not the graph's": (edited(lstm, folder / "cell.onnx", cell="gru"), "cell='gru'"),

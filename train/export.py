@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from seqgen import __version__
-from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_sha256, state_names
+from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_checksums, state_names
 from seqgen.vocab import Vocabulary
 
 from .files import atomic_write
@@ -159,7 +159,7 @@ def export_onnx(
         "vocab_size": str(model.vocab_size),
         "line_items": "true" if line_items else "false",
         "parameters": str(model.parameter_count),
-        "graph_sha256": graph_sha256(data),
+        **graph_checksums(data),
         "parity_max_abs_diff": f"{worst:.3g}",
         "parity_max_rel_diff": f"{relative:.3g}",
         "quantization": "none",

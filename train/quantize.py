@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 import seqgen
-from seqgen.modelfile import PREFIX, graph_sha256
+from seqgen.modelfile import PREFIX, graph_checksums
 
 from .export import write_with_metadata
 
@@ -64,7 +64,7 @@ def quantize_int8(source: str | Path, out: str | Path) -> dict[str, object]:
     # the float file's facts, less the float graph's parity (the int8 graph's own check is its agreement)
     metadata = {k.removeprefix(PREFIX): v for k, v in reference.file.metadata.items()
                 if k.startswith(PREFIX) and not k.startswith(PREFIX + "parity_")}
-    metadata.update(quantization="int8", graph_sha256=graph_sha256(quantized.SerializeToString()),
+    metadata.update(quantization="int8", **graph_checksums(quantized.SerializeToString()),
                     created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     write_with_metadata(quantized, metadata, out)
     agreement, positions = top1_agreement(reference, seqgen.load(out))
