@@ -41,6 +41,7 @@ def test_metadata_matches_the_card(name: str) -> None:
     assert str(model.info["parameters"]) == card["parameters"].replace(",", "")
     assert model.info["quantization"] == card["quantization"]
     assert model.info["corpus_sha256"] == card["corpus sha256"]
+    assert f"{model.path.stat().st_size:,} bytes" in card["file"]
     if model.info["quantization"] == "int8":  # its own check: agreement with the float model it came from
         assert model.info["int8_top1_agreement"] >= 0.95 and "parity_max_rel_diff" not in model.info
     else:
