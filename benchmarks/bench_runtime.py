@@ -285,7 +285,7 @@ def seqgen_run_command() -> list[str]:
     script = Path(sys.executable).with_name("seqgen-run")
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from seqgen.cli import main; sys.argv[0] = 'seqgen-run'; main()"]
+    return [sys.executable, "-c", "import sys; from seqgen.cli import run; sys.argv[0] = 'seqgen-run'; run()"]
 
 
 LAUNCHER = """

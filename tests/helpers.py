@@ -33,7 +33,7 @@ def assert_input_error(result: Result, *words: str) -> None:
 def seqgen_run() -> list[str]:
     """The installed console script, or the same entry point through this interpreter."""
     script = shutil.which("seqgen-run", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-c", "from seqgen.cli import main; main()"]
+    return [script] if script else [sys.executable, "-c", "from seqgen.cli import run; run()"]
 
 
 def edited(source: Path, target: Path, **changes: str | None) -> Path:

@@ -349,6 +349,15 @@ def test_console_script_exit_codes(tiny_model: Path, tmp_path: Path) -> None:
     assert b"Traceback" not in bad.stderr
 
 
+def test_console_script_writes_all_its_output_before_its_quick_exit(tiny_model: Path) -> None:
+    """The script ends with os._exit (no interpreter teardown): nothing buffered may be lost."""
+    args = ["generate", "the", "-n", "20000", "--seed", "3", "--model", str(tiny_model)]
+    process = subprocess.run([*seqgen_run(), *args], capture_output=True, text=True, timeout=60)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout == run(*args).output
+    assert len(process.stdout) > 10000
+
+
 def test_a_closed_pipe_ends_quietly(tiny_model: Path) -> None:
     with subprocess.Popen([*seqgen_run(), "generate", "-n", "100000", "--model", str(tiny_model)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
