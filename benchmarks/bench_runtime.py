@@ -20,9 +20,15 @@ Measured (µs per generated character unless said otherwise):
   batch64    generate_batch with 64 different 2-character prompts: time / (64 x characters), relative to greedy
              at batch 1
   process    `seqgen-run predict "To be or not to b"` as a process: wall time relative to
-             `python -c "import numpy, onnxruntime"`, and its peak RSS (ru_maxrss, via a small launcher);
+             `python -c "import numpy, onnxruntime"` (each sample the median of PROCESS_RUNS starts), and its
+             peak RSS (ru_maxrss, via a small launcher);
              both with bytecode cached in a temporary PYTHONPYCACHEPREFIX, as in an ordinary installation
   prompt     a 10,000-character prompt in one Session.feed call vs Session.step per character
+  memory floors (information, to judge what is possible): the time numpy takes (one BLAS thread, in a child
+             process) for matrix-vector products over float32 matrices of the model's weight shapes, the least
+             any implementation must read per character: all of them for a step (`floor_memory`), the recurrent
+             ones alone for a character of a long prompt (`prompt_memory`: input projections and logits batch
+             over the prompt as matrix products, the recurrence cannot)
 
 The numbers are only as quiet as the machine: read the spread column before trusting a FAIL.
 """
@@ -64,14 +70,16 @@ SHORT_PROMPT = 2
 STEPWISE_CHARS = 1_000
 """Characters fed one at a time for the prompt comparison (the cost per character does not depend on it)."""
 PREDICT_TEXT = "To be or not to b"
+PROCESS_RUNS = 5
+"""Process starts per sample of the process measurements (their median): a start varies by 50% on a shared VM."""
 SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1}
 PROMPT_SOURCE = (
     "ROMEO:\nTo be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
     "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n"
     "And by opposing end them. To die, to sleep;\nNo more; and by a sleep to say we end\n"
 )
-METRICS = ("floor", "floor_raw", "greedy", "sampled", "torch_eager", "window64", "int8", "batch64",
-           "process_wall", "process_rss", "prompt")
+METRICS = ("floor", "floor_raw", "floor_memory", "greedy", "sampled", "torch_eager", "window64", "int8", "batch64",
+           "process_wall", "process_rss", "prompt", "prompt_memory")
 """Keys of the JSON's `metrics`, always all present (a skipped one has status 'skipped' and a reason)."""
 
 
@@ -277,6 +285,47 @@ def prompt_loops(model: seqgen.Model, text: str) -> tuple[Sample, Sample, list[i
     return lambda: per_unit(once), lambda: per_unit(stepwise), calls
 
 
+def weight_shapes(file: modelfile.ModelFile) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The (rows, columns) of the matrices one step multiplies by a vector: all of them, and the recurrent ones."""
+    rows = {"lstm": 4, "gru": 3}.get(file.cell, 1) * file.hidden_size
+    recurrent = [(rows, file.hidden_size)] * file.layers
+    inputs = [(rows, file.embedding_size)] + [(rows, file.hidden_size)] * (file.layers - 1)
+    return inputs + recurrent + [(file.vocab.size, file.hidden_size)], recurrent
+
+
+GEMV_SCRIPT = """
+import json, sys, time
+import numpy as np
+shapes, calls = json.loads(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+pairs = [(rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape[1], dtype=np.float32))
+         for shape in shapes]
+def once():
+    for _ in range(calls):
+        for matrix, vector in pairs:
+            matrix @ vector
+once()
+wall, cpu = time.perf_counter(), time.process_time()
+once()
+print(json.dumps([(time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls]))
+"""
+"""Times `calls` rounds of matrix-vector products over random float32 matrices of the given shapes (the
+values do not change the cost). In a child process, so that numpy's BLAS can be held to one thread."""
+
+
+def gemv_loop(shapes: list[tuple[int, int]], calls: int) -> Sample:
+    """A memory floor: seconds per round of numpy matrix-vector products over matrices of `shapes`."""
+    one_thread = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+    def once() -> tuple[float, float]:
+        done = subprocess.run([sys.executable, "-c", GEMV_SCRIPT, json.dumps(shapes), str(calls)], check=True,
+                              capture_output=True, text=True, env=os.environ | one_thread)
+        wall, cpu = json.loads(done.stdout)
+        return wall, cpu
+
+    return once
+
+
 # -- whole processes ----------------------------------------------------------------------------------
 
 
@@ -331,10 +380,9 @@ def process_loops(baseline: list[str], predict: list[str],
 
     def sampler(name: str, command: list[str]) -> Sample:
         def once() -> tuple[float, float]:
-            wall, cpu, peak = run_process(command, env)
-            if peak is not None:
-                rss[name].append(peak)
-            return wall, cpu
+            runs = [run_process(command, env) for _ in range(PROCESS_RUNS)]
+            rss[name].extend(peak for _, _, peak in runs if peak is not None)
+            return statistics.median(wall for wall, _, _ in runs), statistics.median(cpu for _, cpu, _ in runs)
         return once
 
     return (Timed("process_baseline", sampler("baseline", baseline), 1),
@@ -463,6 +511,10 @@ def results_of(t: dict[str, Timed], notes: dict[str, str], rss: dict[str, list[f
         "floor": timed_row(t["floor"], "µs/call", note="_BoundStep at batch 1, a fixed token; reference for greedy"),
         "floor_raw": timed_row(t["floor_raw"], "µs/call", versus=(t["floor_raw"], t["floor"]), ratio_of="of floor",
                                note="run_with_iobinding alone, no token write or state copies (information)"),
+        "floor_memory": timed_row(t["floor_memory"], "µs/call", versus=(t["floor"], t["floor_memory"]),
+                                  ratio_of="floor / this",
+                                  note="numpy GEMV over float32 matrices of every weight shape of a step, one "
+                                       "BLAS thread: the least a step can cost here (information)"),
         "greedy": timed_row(greedy, "µs/char", versus=(greedy, t["floor"]), ratio_of="of floor", target=1.15,
                             op="<="),
         "sampled": timed_row(t["sampled"], "µs/char", versus=(t["sampled"], greedy), ratio_of="of greedy",
@@ -474,8 +526,11 @@ def results_of(t: dict[str, Timed], notes: dict[str, str], rss: dict[str, list[f
                              target=0.3, op="<=", note=notes["batch64"]),
     }
     if "torch_eager" in t:
+        needed = t["torch_eager"].median / 6
         results["torch_eager"] = timed_row(t["torch_eager"], "µs/char", versus=(t["torch_eager"], greedy),
-                                           ratio_of="slower than greedy", target=6, op=">=", note=notes["torch"])
+                                           ratio_of="slower than greedy", target=6, op=">=",
+                                           note=f"{notes['torch']}; 6x needs greedy at {needed * 1e6:.1f} µs/char, "
+                                                f"{needed / t['floor_memory'].median:.2f}x the memory floor")
     if "int8" in t:
         results["int8"] = timed_row(t["int8"], "µs/char", versus=(t["int8"], greedy), ratio_of="of float greedy",
                                     target=0.65, op="<=", note=notes["int8"])
@@ -505,6 +560,11 @@ def results_of(t: dict[str, Timed], notes: dict[str, str], rss: dict[str, list[f
     results["prompt"] |= {"calls": sorted(set(calls)), "stepwise_us_per_char": stepwise.median * 1e6,
                           "stepwise_samples": [x * 1e6 for x in stepwise.wall],
                           "stepwise_cpu_samples": [x * 1e6 for x in stepwise.cpu]}
+    memory = t["prompt_memory"]
+    needed = stepwise.median / 20
+    results["prompt_memory"] = timed_row(memory, "µs/char", versus=(once, memory), ratio_of="prompt / this",
+                                         note=f"numpy GEMV over the recurrent matrices alone, one BLAS thread; 20x "
+                                              f"needs {needed * 1e6:.1f} µs/char, {needed / memory.median:.2f}x this")
     if set(calls) != {1}:
         results["prompt"]["status"] = "FAIL"
         results["prompt"]["note"] += "; NOT consumed in one call"
@@ -581,6 +641,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    Timed("greedy", generating(model, temperature=0), chars),
                    Timed("sampled", generating(model, **SAMPLING), chars),
                    Timed("window64", window_loop(model, prompt_ids, slow_chars), slow_chars)]
+        step_shapes, recurrent_shapes = weight_shapes(file)
+        timings += [Timed("floor_memory", gemv_loop(step_shapes, chars), chars),
+                    Timed("prompt_memory", gemv_loop(recurrent_shapes, chars), chars)]
         try:
             import torch
         except ImportError:
@@ -623,6 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = {**results_of({timed.key: timed for timed in timings}, notes, rss, calls), **skips}
     labels = {"floor": "1. floor: bound step, batch 1", "floor_raw": "   floor, run_with_iobinding only",
+              "floor_memory": "   memory floor of a step (numpy)", "prompt_memory": "   memory floor of a prompt char",
               "greedy": "2. greedy generate", "sampled": "3. sampled generate",
               "torch_eager": "4. torch eager step (same architecture)", "window64": "5. re-run 64-char window",
               "int8": "6. int8 greedy", "batch64": f"7. generate_batch x{BATCH}, per sequence",
