@@ -165,6 +165,18 @@ def test_one_model_shared_by_threads_gives_the_sequential_results(model: seqgen.
     assert parallel == sequential
 
 
+def test_onnxruntime_runs_one_thread_by_default_and_prepacks_only_int8_weights(
+        model: seqgen.Model, tiny_models: dict[str, Path]) -> None:
+    """One intra-op thread unless asked (a busy second core makes two slower); no second, pre-packed copy
+    of float weights (~25 MiB at H=512), but packed int8 weights (without them int8 is slower than float)."""
+    options = model.ort.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.disable_prepacking") == "1"
+    assert seqgen.load(tiny_models["lstm"], threads=2).ort.get_session_options().intra_op_num_threads == 2
+    with pytest.raises(RuntimeError, match="disable_prepacking"):  # int8 kernels need the packed weights
+        seqgen.load("names-int8").ort.get_session_options().get_session_config_entry("session.disable_prepacking")
+
+
 def test_sampling_options_are_validated() -> None:
     for bad in ({"temperature": -1}, {"temperature": float("nan")}, {"top_k": 0}, {"top_p": 0}, {"top_p": 1.5},
                 {"min_p": -0.1}, {"repetition_penalty": 0}):
