@@ -104,6 +104,14 @@ def test_a_preset_with_corpus_files_is_refused(corpus: Path, tmp_path: Path) -> 
     assert none.exit_code == 2 and "no corpus given" in none.stderr
 
 
+def test_val_fraction_is_refused_where_it_would_be_ignored(corpus: Path, tmp_path: Path) -> None:
+    """Line items and presets have their own held-out sets: a --val-fraction there is an error, not a no-op."""
+    for extra in (["--lines", str(corpus)], ["--preset", "alphabet-next"]):
+        result = CliRunner().invoke(train_cli, ["fit", *extra, "--val-fraction", "0.2", "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2 and "--val-fraction splits running text only" in result.stderr, result.output
+        assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("3m", 180), ("1h30m", 5400), ("2.5h", 9000)])
 def test_time_budget_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -208,6 +216,8 @@ def test_eval_of_a_line_item_model_scores_the_held_out_items(tmp_path: Path) -> 
     assert report["line_items"] is True
     held = held_out_text(corpus.read_text(encoding="utf-8"), line_items=True, seed=4).split("\n")
     assert len(held) == 2 and report["tokens"] == sum(len(item) + 1 for item in held)
+    refused = CliRunner().invoke(train_cli, ["eval", str(tmp_path / "run"), str(corpus), "--val-fraction", "0.5"])
+    assert refused.exit_code == 2 and "--val-fraction splits running text only" in refused.stderr
 
 
 def test_plot_draws_the_loss_curves_to_a_png(lstm_run: Path, tmp_path: Path) -> None:

@@ -13,8 +13,10 @@ import click
 from seqgen import __version__
 from seqgen.cli import SeqgenGroup
 from seqgen.errors import SeqgenError
+from seqgen.modelfile import CELLS
+from seqgen.vocab import ORDERS
 
-from .config import TrainConfig, parse_duration
+from .config import DEVICES, PRECISIONS, PRESETS, SCHEDULES, TEXT_ONLY_SPLIT, TrainConfig, parse_duration
 
 
 class Duration(click.ParamType):
@@ -37,9 +39,9 @@ def main() -> None:
 _FIT_OPTIONS = [
     click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default runs/run)."),
     click.option("--lines", is_flag=True, default=None, help="Each non-empty line is one item (makemore style)."),
-    click.option("--preset", type=click.Choice(["alphabet-seq2seq", "alphabet-next"]),
+    click.option("--preset", type=click.Choice(PRESETS),
                  help="The seed notebook's tasks."),
-    click.option("--cell", type=click.Choice(["rnn_tanh", "rnn_relu", "lstm", "gru"])),
+    click.option("--cell", type=click.Choice(CELLS)),
     click.option("--layers", type=click.IntRange(1)),
     click.option("--hidden", type=click.IntRange(1), help="Hidden size per layer."),
     click.option("--embedding", type=click.IntRange(1), help="Embedding size."),
@@ -47,15 +49,15 @@ _FIT_OPTIONS = [
     click.option("--seq-len", type=click.IntRange(2)),
     click.option("--batch-size", type=click.IntRange(1)),
     click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True)),
-    click.option("--vocab-order", type=click.Choice(["frequency", "codepoint"])),
+    click.option("--vocab-order", type=click.Choice(ORDERS)),
     click.option("--lowercase", is_flag=True, default=None),
     click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate."),
     click.option("--weight-decay", type=click.FloatRange(0)),
     click.option("--warmup-steps", type=click.IntRange(0)),
-    click.option("--schedule", type=click.Choice(["cosine", "constant"])),
+    click.option("--schedule", type=click.Choice(SCHEDULES)),
     click.option("--min-lr-ratio", type=click.FloatRange(0, 1)),
     click.option("--grad-clip", type=click.FloatRange(0, min_open=True)),
-    click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+    click.option("--precision", type=click.Choice(PRECISIONS),
                  help="bf16 autocast: several times faster on CPUs with AMX/AVX512-BF16; weights stay fp32."),
     click.option("--epochs", type=click.IntRange(1)),
     click.option("--max-steps", type=click.IntRange(1)),
@@ -65,7 +67,7 @@ _FIT_OPTIONS = [
     click.option("--checkpoint-every", type=click.IntRange(1), help="Checkpoint every N steps (default: eval)."),
     click.option("--samples", type=click.IntRange(0), help="Samples printed at each evaluation."),
     click.option("--seed", type=int),
-    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"])),
+    click.option("--device", type=click.Choice(DEVICES)),
     click.option("--threads", type=click.IntRange(1), help="torch CPU threads."),
     click.option("--progress/--no-progress", default=None),
 ]
@@ -121,6 +123,8 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
                               "the preset")
         base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
         config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
+        if "val_fraction" in chosen and (config.lines or config.preset):
+            raise SeqgenError(TEXT_ONLY_SPLIT)
     try:
         result = train(config, resume=bool(resume))
     except KeyboardInterrupt:

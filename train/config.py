@@ -7,6 +7,15 @@ from dataclasses import asdict, dataclass, field, fields
 
 from seqgen.errors import SeqgenError
 from seqgen.modelfile import CELLS
+from seqgen.vocab import ORDERS
+
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRESETS = ("alphabet-seq2seq", "alphabet-next")
+"""The seed notebook's tasks (seqgen.train.presets builds them)."""
+TEXT_ONLY_SPLIT = ("--val-fraction splits running text only: line items hold out makemore's seeded "
+                   "min(1000, 10%) of the items, and a preset brings its own data; drop --val-fraction")
 
 
 @dataclass
@@ -26,7 +35,7 @@ class TrainConfig:
     # data
     seq_len: int = 128
     batch_size: int = 64
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # running text only: line items hold out makemore's seeded min(1000, 10%)
     vocab_order: str = "frequency"
     lowercase: bool = False
     # optimisation
@@ -59,15 +68,16 @@ class TrainConfig:
             (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
             (self.seq_len >= 2 and self.batch_size >= 1, "--seq-len must be >= 2 and --batch-size >= 1"),
             (self.lr > 0 and self.grad_clip > 0, "--lr and --grad-clip must be > 0"),
-            (self.schedule in ("cosine", "constant"), "--schedule must be cosine or constant"),
+            (self.preset is None or self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (self.eval_every >= 1, "--eval-every must be >= 1"),
             (self.patience is None or self.patience >= 1, "--patience must be >= 1"),
             (all(v is None or v > 0 for v in (self.epochs, self.max_steps, self.time_budget)),
              "--epochs, --max-steps and --time-budget must be > 0"),
-            (self.device in ("auto", "cpu", "cuda", "mps"), "--device must be auto, cpu, cuda or mps"),
-            (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
+            (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
             (0 < self.val_fraction < 1, "--val-fraction must be in (0, 1)"),
-            (self.vocab_order in ("frequency", "codepoint"), "--vocab-order must be frequency or codepoint"),
+            (self.vocab_order in ORDERS, f"--vocab-order must be one of {', '.join(ORDERS)}"),
             (self.weight_decay >= 0 and self.warmup_steps >= 0, "--weight-decay and --warmup-steps must be >= 0"),
             (0 <= self.min_lr_ratio <= 1, "--min-lr-ratio must be in [0, 1]"),
             (self.checkpoint_every is None or self.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),

@@ -7,6 +7,7 @@ from pathlib import Path
 import seqgen
 from seqgen.errors import SeqgenError
 
+from .config import TEXT_ONLY_SPLIT
 from .data import item_split, read_corpus, text_split
 
 
@@ -30,10 +31,12 @@ def held_out_score(model: str | Path, corpus: list[str], *, val_fraction: float 
     loaded = seqgen.load(path / "model.onnx" if path.is_dir() else path)
     trained = loaded.info.get("training", {})
     config = trained.get("config", {}) if isinstance(trained, dict) else {}
+    line_items = loaded.file.line_items if lines is None else lines
+    if line_items and val_fraction is not None:
+        raise SeqgenError(TEXT_ONLY_SPLIT)
     val_fraction = val_fraction if val_fraction is not None else config.get("val_fraction", 0.1)
     seed = seed if seed is not None else config.get("seed", 1337)
     text, sha = read_corpus(corpus)
-    line_items = loaded.file.line_items if lines is None else lines
     score = loaded.score(held_out_text(text, line_items=line_items, val_fraction=val_fraction, seed=seed))
     return {"model": str(loaded.path), "corpus_sha256": sha, "line_items": line_items, "tokens": score.tokens,
             "loss": round(score.loss, 4), "bits_per_char": round(score.bits_per_char, 4),

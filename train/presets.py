@@ -13,6 +13,7 @@ import string
 from seqgen.errors import SeqgenError
 from seqgen.vocab import Vocabulary
 
+from .config import PRESETS
 from .data import Dataset, pairs
 
 MODEL = {"cell": "rnn_relu", "layers": 1, "hidden": 64, "embedding": 8}
@@ -50,4 +51,3 @@ def preset_options(name: str) -> dict[str, object]:
     return {"preset": name, **MODEL, **TRAINING, "epochs": 300}
 
 
-PRESETS = ("alphabet-seq2seq", "alphabet-next")
