@@ -1,8 +1,9 @@
-"""Two CPU processes under torchrun (gloo): each trains on its own share of the batches, and both end
-with identical weights; rank 0 alone writes the run's files."""
+"""Two CPU processes under torchrun (gloo): each trains on its own share of the batches with its own dropout
+masks, and both end with identical weights; rank 0 alone writes the run's files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ SCRIPT = textwrap.dedent('''
 
     corpus, out, dest = sys.argv[1:4]
     rank = int(os.environ["RANK"])
-    seen, models = [], []
+    seen, models, rngs = [], [], []
     real_step, real_finish = Run._train_step, Run._finish
 
     def train_step(self, x, y):
@@ -42,6 +43,7 @@ SCRIPT = textwrap.dedent('''
 
     def finish(self, stopped):
         models.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        rngs.append(hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest())  # as saved next
         return real_finish(self, stopped)
 
     Run._train_step, Run._finish = train_step, finish
@@ -52,7 +54,7 @@ SCRIPT = textwrap.dedent('''
     torch.save(models[0], os.path.join(dest, f"weights{rank}.pt"))
     with open(os.path.join(dest, f"report{rank}.json"), "w") as handle:
         json.dump({"world": int(os.environ["WORLD_SIZE"]), "steps": result.steps, "stopped": result.stopped,
-                   "best_val_loss": result.best_val_loss, "batches": seen,
+                   "best_val_loss": result.best_val_loss, "batches": seen, "rng": rngs[0],
                    "model": str(result.model_path) if result.model_path else None}, handle)
 ''')
 
@@ -93,6 +95,10 @@ def test_two_processes_under_torchrun_end_with_identical_weights(tmp_path: Path)
         assert torch.equal(first[name], saved["model"][name])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [4, 8, 12]
+    # each rank drew its own dropout masks, and the checkpoint keeps every rank's generator for a resume
+    assert reports[0]["rng"] != reports[1]["rng"]
+    saved_rngs = [hashlib.sha256(cpu.numpy().tobytes()).hexdigest() for cpu, _ in saved["rngs"]]
+    assert saved_rngs == [r["rng"] for r in reports]
 
 
 def test_distributed_training_needs_more_examples_than_processes(tmp_path: Path,

@@ -89,7 +89,7 @@ def test_checkpoints_load_with_weights_only_and_hold_what_resume_needs(corpus: P
     train(tiny(corpus, out, max_steps=10, eval_every=5))
     state = saved(out / "checkpoint.pt")
     assert state["step"] == 10
-    for key in ("model", "optimizer", "torch_rng", "config", "vocab", "epoch", "batch_in_epoch", "best_val"):
+    for key in ("model", "optimizer", "rngs", "config", "vocab", "epoch", "batch_in_epoch", "best_val"):
         assert key in state
     assert state["config"]["max_steps"] == 10
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

@@ -59,7 +59,8 @@ def assert_same_weights(a: Path, b: Path) -> None:
     for index, state in first["optimizer"]["state"].items():
         for key, value in state.items():
             assert torch.equal(value, second["optimizer"]["state"][index][key]), f"optimizer {index}.{key} differs"
-    assert torch.equal(first["torch_rng"], second["torch_rng"])
+    assert len(first["rngs"]) == len(second["rngs"]) == 1
+    assert torch.equal(first["rngs"][0][0], second["rngs"][0][0])
 
 
 def val_losses(run: Path) -> list[tuple[int, float]]:

@@ -171,6 +171,8 @@ class Run:
                               "resume with the same corpus, or start a new run in another folder")
         self.model = CharRNN(self.data.vocab.size, config.cell, config.embedding, config.hidden, config.layers,
                              config.dropout).to(self.device)
+        if self.rank:  # the same initial weights everywhere, but each rank its own dropout masks
+            torch.manual_seed(config.seed + self.rank)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step, self.epoch, self.batch_in_epoch, self.elapsed = 0, 0, 0, 0.0
         self.best_val, self.best_accuracy, self.best_step, self.bad_evals = math.inf, 0.0, 0, 0
@@ -188,14 +190,33 @@ class Run:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise SeqgenError(f"checkpoint in {self.out} does not fit this model ({str(exc).splitlines()[0]}); "
                               "resume with the options it was made with") from None
-        torch.set_rng_state(saved["torch_rng"])
-        if saved.get("device_rng") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(saved["device_rng"], self.device)  # dropout on the GPU draws from here
+        states = saved.get("rngs") or [(saved["torch_rng"], saved.get("device_rng"))]  # older: rank 0's alone
+        if self.rank < len(states):
+            cpu, device = states[self.rank]
+            torch.set_rng_state(cpu)
+            if device is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(device, self.device)  # dropout on the GPU draws from here
         for key in ("step", "epoch", "batch_in_epoch", "elapsed", "best_val", "best_accuracy", "best_step",
                     "bad_evals"):
             setattr(self, key, saved[key])
 
     # -- files ---------------------------------------------------------------------------------
+
+    def rng_states(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Every rank's generator states (CPU, and GPU where dropout draws there), in rank order. A collective
+        under torchrun: all ranks call it together."""
+        mine = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+        if self.world == 1:
+            return [mine]
+        gathered: list[object] = [None] * self.world
+        torch.distributed.all_gather_object(gathered, mine)
+        return gathered  # type: ignore[return-value]
+
+    def save(self, name: str) -> None:
+        """Checkpoint the run as `name` in its folder; all ranks call it, rank 0 writes."""
+        payload = self.payload()
+        if self.main:
+            checkpoint.save(self.out / name, payload)
 
     def payload(self) -> dict[str, object]:
         return {
@@ -204,8 +225,7 @@ class Run:
             "corpus": {"name": self.data.name, "sha256": self.data.sha256, "line_items": self.data.line_items},
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "device_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "rngs": self.rng_states(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "elapsed": self.elapsed,
             "best_val": self.best_val, "best_accuracy": self.best_accuracy, "best_step": self.best_step,
             "bad_evals": self.bad_evals,
@@ -279,8 +299,8 @@ class Run:
                 window = _Window()
                 if config.patience and self.bad_evals >= config.patience:
                     stopped = "early stopping"
-            if self.step % checkpoint_every == 0 and self.main:
-                checkpoint.save(self.out / checkpoint.LATEST, self.payload())
+            if self.step % checkpoint_every == 0:
+                self.save(checkpoint.LATEST)
             if stopped:
                 break
         if stopped == "time budget" and window.tokens:  # the steps since the last evaluation count too
@@ -329,11 +349,14 @@ class Run:
 
     def _evaluate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # a tqdm bar
         val_loss, val_accuracy = evaluate(self.model, self.data.val, self.device)
+        if self.world > 1:  # rank 0's figures decide for all, so every rank takes the same branches below
+            figures = torch.tensor([val_loss, val_accuracy], dtype=torch.float64, device=self.device)
+            torch.distributed.broadcast(figures, src=0)
+            val_loss, val_accuracy = float(figures[0]), float(figures[1])
         self.train_accuracy = window.accuracy
         if val_loss < self.best_val:
             self.best_val, self.best_accuracy, self.best_step, self.bad_evals = val_loss, val_accuracy, self.step, 0
-            if self.main:
-                checkpoint.save(self.out / checkpoint.BEST, self.payload())
+            self.save(checkpoint.BEST)
         else:
             self.bad_evals += 1
         record = {"step": self.step, "epoch": self.epoch, "lr": lr, "train_loss": window.loss,
@@ -349,10 +372,9 @@ class Run:
 
     def _finish(self, stopped: str) -> Result:
         model_path = None
-        if self.main:
-            checkpoint.save(self.out / checkpoint.LATEST, self.payload())
-            if (self.out / checkpoint.BEST).exists():
-                model_path = export_run(self.out, self.out / "model.onnx", seconds=self.elapsed)
+        self.save(checkpoint.LATEST)
+        if self.main and (self.out / checkpoint.BEST).exists():
+            model_path = export_run(self.out, self.out / "model.onnx", seconds=self.elapsed)
         return Result(self.out, self.step, self.best_val, self.best_accuracy, self.train_accuracy, stopped,
                       self.elapsed, model_path)
 
