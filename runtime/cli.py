@@ -46,6 +46,8 @@ class SeqgenGroup(click.Group):
                      **extra: object) -> click.Context:
         try:
             return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:  # Ctrl-C while the arguments are parsed: 130, as during a command
+            raise click.exceptions.Exit(130) from None
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:
@@ -68,6 +70,8 @@ class SeqgenGroup(click.Group):
         except KeyboardInterrupt:
             ctx.exit(130)
         except Exception as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C inside an import (onnxruntime's)
+                ctx.exit(130)
             if os.environ.get("SEQGEN_DEBUG") == "1":
                 raise
             raise click.ClickException(f"internal error: {type(exc).__name__}: {_one_line(exc)} "
@@ -399,12 +403,16 @@ def run() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as the commands do
-        pass
-    except OSError as exc:  # a full disk under `> out.txt`: the output is incomplete, say so
-        print(f"Error: cannot write the output: {exc.strerror}", file=sys.stderr)
-        code = code or 1
-    sys.stderr.flush()
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)  # as the interpreter would
+    for stream in (sys.stdout, sys.stderr):  # None where the shell closed the descriptor (`>&-`)
+        try:
+            if stream is not None:
+                stream.flush()
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as the commands do
+            pass
+        except OSError as exc:  # a full disk under `> out.txt`: the output is incomplete, say so
+            if stream is sys.stdout and sys.stderr is not None:
+                print(f"Error: cannot write the output: {exc.strerror}", file=sys.stderr, flush=True)
+            code = code or 1
     os._exit(code)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import mmap
 import os
 import zlib
@@ -23,6 +24,8 @@ CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 PREFIX = "seqgen."
 REQUIRED_KEYS = ("format_version", "vocabulary", "cell", "layers", "hidden_size", "embedding_size", "vocab_size")
 DEFAULT_MODEL = "shakespeare"
+TEXT_KEYS = frozenset({"graph_crc32", "graph_sha256", "corpus", "corpus_sha256", "created", "seqgen_version"})
+"""Metadata that is text even when it reads as a number (a hex digest of digits only, a file named 2024)."""
 # Limits that no sensible character model reaches; larger declared sizes mean a damaged or hostile file.
 MAX_LAYERS, MAX_HIDDEN, MAX_VOCAB = 64, 65_536, 1_114_113
 
@@ -53,12 +56,19 @@ class ModelFile:
         info: dict[str, object] = {}
         for key, value in self.metadata.items():
             name = key.removeprefix(PREFIX)
-            try:
-                info[name] = json.loads(value)
-            except ValueError:
-                info[name] = value
+            info[name] = value if name in TEXT_KEYS else _decoded(value)
         info["vocabulary"] = "".join(self.vocab.chars)
         return info
+
+
+def _decoded(value: str) -> object:
+    """A metadata value as the JSON it holds (numbers, structures); text, and numbers JSON cannot write
+    back (1e999 is infinite), stay strings."""
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return value if isinstance(decoded, float) and not math.isfinite(decoded) else decoded
 
 
 def state_names(cell: str) -> tuple[str, ...]:
@@ -116,11 +126,11 @@ def _verify(path: Path, graph: memoryview, metadata: dict[str, str]) -> None:
     """Refuse a graph whose bytes changed since export. A checksum in the same file guards against damage,
     not tampering, so crc32 serves (7 ms at 13 MB, no OpenSSL); files from before it carry only sha256."""
     if (expected := metadata.get(PREFIX + "graph_crc32")) is not None:
-        intact = _crc32(graph) == expected
+        intact = _crc32(graph) == expected.lower()
     elif (expected := metadata.get(PREFIX + "graph_sha256")) is not None:
         import hashlib
 
-        intact = hashlib.sha256(graph).hexdigest() == expected
+        intact = hashlib.sha256(graph).hexdigest() == expected.lower()
     else:
         return
     if not intact:

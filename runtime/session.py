@@ -40,6 +40,7 @@ class Session:
         self._length = 0
         self._step = None  # the bound single-token call, made on first use
         self._default_sampler: Sampler | None = None
+        self._unbounded = model.file.cell == "rnn_relu"  # the one cell whose state can overflow
         self.steps = 0
         """Number of calls into the graph so far (a cost counter, used by tests)."""
 
@@ -94,6 +95,7 @@ class Session:
         self._append(tokens)
         for start in range(0, tokens.shape[1], MAX_CHUNK):
             logits = self._run(np.ascontiguousarray(tokens[:, start : start + MAX_CHUNK]))
+            self._check_finite(logits)
             self._logits = logits[:, -1].copy()  # the session's own: sampling masks it in place
             yield logits
 
@@ -112,7 +114,16 @@ class Session:
             self._step = _BoundStep(self)
         self._append(ids[:, None])
         self._logits = self._step(ids)
+        self._check_finite(self._logits)
         self.steps += 1
+
+    def _check_finite(self, logits: np.ndarray) -> None:
+        """A ReLU RNN's state can grow without bound far beyond the lengths it was trained on; once it
+        overflows, its outputs are inf or NaN and every choice made from them would be garbage."""
+        if self._unbounded and not np.isfinite(logits.max()):  # max is NaN if any is, inf if any is
+            raise SeqgenError(f"the model's outputs overflowed to inf/NaN after {self._length} tokens: its "
+                              "ReLU recurrent state grew without bound; use shorter texts, or a model with a "
+                              "bounded cell (rnn_tanh, lstm, gru)")
 
     def _append(self, tokens: np.ndarray) -> None:
         end = self._length + tokens.shape[1]

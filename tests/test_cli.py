@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -333,6 +334,25 @@ def test_interrupt_exits_130_quietly(tiny_model: Path, monkeypatch: pytest.Monke
     assert result.output == ""
 
 
+def _interrupted_import(*args: object, **kwargs: object) -> object:
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise ImportError("initialization failed") from None  # what an interrupted extension import raises
+
+
+@pytest.mark.parametrize("where", ["parsing", "import"])
+def test_interrupts_while_parsing_or_importing_exit_130_too(where: str, tiny_model: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    if where == "parsing":
+        monkeypatch.setattr(cli.click.Group, "make_context", _raise(KeyboardInterrupt()))
+    else:
+        monkeypatch.setattr(cli.ModelChoice, "load", _interrupted_import)
+    result = run("predict", "a", "--model", tiny_model)
+    assert result.exit_code == 130
+    assert result.output == ""
+
+
 # -- the real process ----------------------------------------------------------------------------
 
 
@@ -356,6 +376,18 @@ def test_console_script_writes_all_its_output_before_its_quick_exit(tiny_model: 
     assert process.returncode == 0, process.stderr
     assert process.stdout == run(*args).output
     assert len(process.stdout) > 10000
+    # click.echo flushes as it writes; run() must also flush what was written without a flush
+    unflushed = ("import sys; from seqgen import cli; "
+                 "cli.main = lambda: sys.stdout.write('x' * 100000) and sys.exit(3); cli.run()")
+    process = subprocess.run([sys.executable, "-c", unflushed], capture_output=True, text=True, timeout=60)
+    assert (process.returncode, len(process.stdout), process.stderr) == (3, 100000, "")
+
+
+def test_console_script_with_its_output_closed_exits_quietly(tiny_model: Path) -> None:
+    """`seqgen-run ... >&-`: Python has no sys.stdout; nothing to write to is not a crash."""
+    process = subprocess.run([*seqgen_run(), "predict", "he", "--model", str(tiny_model)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, timeout=60, preexec_fn=lambda: os.close(1))
+    assert process.returncode == 0 and b"Traceback" not in process.stderr, process.stderr
 
 
 def test_a_closed_pipe_ends_quietly(tiny_model: Path) -> None:

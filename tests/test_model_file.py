@@ -101,6 +101,20 @@ def test_the_exporter_records_both_checksums_of_the_graph(tiny_model: Path) -> N
     assert metadata["graph_sha256"] == hashlib.sha256(graph).hexdigest()
 
 
+def test_an_uppercase_crc_from_another_writer_is_accepted(tmp_path: Path, tiny_model: Path) -> None:
+    crc = seqgen.load(tiny_model).info["graph_crc32"]
+    assert seqgen.load(edited(tiny_model, tmp_path / "upper.onnx", graph_crc32=crc.upper())).predict("the", 1)
+
+
+def test_digests_stay_text_and_json_never_decodes_to_infinity(tmp_path: Path, tiny_model: Path) -> None:
+    """A CRC of digits only ("12345678", "1234e567" reads as a float) must not turn into a number, and
+    `info --json` must stay valid JSON."""
+    odd = edited(tiny_model, tmp_path / "odd.onnx", graph_crc32="1234e567", corpus="2024", val_loss="1e999")
+    info = seqgen.load(odd, verify=False).info
+    assert (info["graph_crc32"], info["corpus"], info["val_loss"]) == ("1234e567", "2024", "1e999")
+    assert info["layers"] == 2  # numbers still decode
+
+
 def test_loading_a_model_does_not_load_openssl(tiny_model: Path) -> None:
     """hashlib (OpenSSL) costs 3.6 MiB of resident memory: only exporters and older files need it."""
     probe = ("import sys, seqgen; seqgen.load(sys.argv[1]).predict('the', 1); "

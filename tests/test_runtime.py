@@ -177,6 +177,17 @@ def test_onnxruntime_runs_one_thread_by_default_and_prepacks_only_int8_weights(
         seqgen.load("names-int8").ort.get_session_options().get_session_config_entry("session.disable_prepacking")
 
 
+def test_an_overflowing_relu_state_is_an_error_not_garbage() -> None:
+    """The shipped alphabet model (a ReLU RNN trained on 5-character windows) overflows its state after
+    about 130 greedy characters; what comes after would be chosen from inf/NaN."""
+    model = seqgen.load("alphabet")
+    assert model.generate("abc", 100, temperature=0)  # well within: fine
+    with pytest.raises(seqgen.SeqgenError, match="overflowed to inf/NaN after"):
+        model.generate("abc", 1000, temperature=0)
+    with pytest.raises(seqgen.SeqgenError, match="overflowed"):
+        model.score("abcdefghij" * 100)
+
+
 def test_sampling_options_are_validated() -> None:
     for bad in ({"temperature": -1}, {"temperature": float("nan")}, {"top_k": 0}, {"top_p": 0}, {"top_p": 1.5},
                 {"min_p": -0.1}, {"repetition_penalty": 0}):
