@@ -25,10 +25,11 @@ Measured (µs per generated character unless said otherwise):
              both with bytecode cached in a temporary PYTHONPYCACHEPREFIX, as in an ordinary installation
   prompt     a 10,000-character prompt in one Session.feed call vs Session.step per character
   memory floors (information, to judge what is possible): the time numpy takes (one BLAS thread, in a child
-             process) for matrix-vector products over float32 matrices of the model's weight shapes, the least
-             any implementation must read per character: all of them for a step (`floor_memory`), the recurrent
-             ones alone for a character of a long prompt (`prompt_memory`: input projections and logits batch
-             over the prompt as matrix products, the recurrence cannot)
+             process) for matrix-vector products over float32 matrices of the model's weight shapes, i.e. to
+             read what a character must read: all of them for a step (`floor_memory`), the recurrent ones
+             alone for a character of a long prompt (`prompt_memory`: input projections and logits batch over
+             the prompt as matrix products, the recurrence cannot). A reference, not a proven lower bound:
+             onnxruntime's kernels can beat numpy's where the weights stay in cache
 
 The numbers are only as quiet as the machine: read the spread column before trusting a FAIL.
 """
@@ -514,7 +515,7 @@ def results_of(t: dict[str, Timed], notes: dict[str, str], rss: dict[str, list[f
         "floor_memory": timed_row(t["floor_memory"], "µs/call", versus=(t["floor"], t["floor_memory"]),
                                   ratio_of="floor / this",
                                   note="numpy GEMV over float32 matrices of every weight shape of a step, one "
-                                       "BLAS thread: the least a step can cost here (information)"),
+                                       "BLAS thread: a reference floor for a step (information)"),
         "greedy": timed_row(greedy, "µs/char", versus=(greedy, t["floor"]), ratio_of="of floor", target=1.15,
                             op="<="),
         "sampled": timed_row(t["sampled"], "µs/char", versus=(t["sampled"], greedy), ratio_of="of greedy",
