@@ -148,6 +148,37 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(corpus: Path, tmp
     assert val_losses(killed) == val_losses(tmp_path / "whole")
 
 
+def test_a_checkpoint_from_before_per_rank_generators_resumes_the_same(corpus: Path, tmp_path: Path) -> None:
+    """Checkpoints written before `rngs` existed hold rank 0's generator as `torch_rng` alone."""
+    train(config(corpus, tmp_path / "whole", schedule="constant", max_steps=12))
+    train(config(corpus, tmp_path / "old", schedule="constant", max_steps=8))
+    saved = checkpoint(tmp_path / "old")
+    del saved["rngs"]
+    torch.save(saved, tmp_path / "old" / "checkpoint.pt")
+    train(TrainConfig(out=str(tmp_path / "old"), max_steps=12), resume=True)
+    assert_same_weights(tmp_path / "whole", tmp_path / "old")
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_each_torchrun_rank_resumes_its_own_generator(rank: int, corpus: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank r takes rngs[r] from a checkpoint; a rank the checkpoint did not have starts a stream of its own."""
+    from seqgen.train import loop
+
+    out = tmp_path / "run"
+    train(config(corpus, out, max_steps=2, eval_every=2))
+    saved = checkpoint(out)
+    streams = [torch.Generator().manual_seed(100 + i).get_state() for i in range(2)]
+    saved["rngs"] = [(state, None) for state in streams]
+    torch.save(saved, out / "checkpoint.pt")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setattr(loop.nn.parallel, "DistributedDataParallel", lambda model: model)
+    Run(TrainConfig(out=str(out)), resume=True)
+    expected = streams[rank] if rank < 2 else torch.Generator().manual_seed(loop.rank_seed(11 + 2, rank)).get_state()
+    assert torch.equal(torch.get_rng_state(), expected)
+
+
 def test_resume_keeps_the_saved_options_but_takes_new_limits(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(config(corpus, out, max_steps=4, eval_every=2))

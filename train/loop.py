@@ -172,7 +172,7 @@ class Run:
         self.model = CharRNN(self.data.vocab.size, config.cell, config.embedding, config.hidden, config.layers,
                              config.dropout).to(self.device)
         if self.rank:  # the same initial weights everywhere, but each rank its own dropout masks
-            torch.manual_seed(config.seed + self.rank)
+            torch.manual_seed(rank_seed(config.seed, self.rank))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step, self.epoch, self.batch_in_epoch, self.elapsed = 0, 0, 0, 0.0
         self.best_val, self.best_accuracy, self.best_step, self.bad_evals = math.inf, 0.0, 0, 0
@@ -196,21 +196,24 @@ class Run:
             torch.set_rng_state(cpu)
             if device is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(device, self.device)  # dropout on the GPU draws from here
+        else:  # more processes than the checkpoint had: a new rank starts a stream of its own
+            torch.manual_seed(rank_seed(self.config.seed + int(saved["step"]), self.rank))
         for key in ("step", "epoch", "batch_in_epoch", "elapsed", "best_val", "best_accuracy", "best_step",
                     "bad_evals"):
             setattr(self, key, saved[key])
 
     # -- files ---------------------------------------------------------------------------------
 
-    def rng_states(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Every rank's generator states (CPU, and GPU where dropout draws there), in rank order. A collective
-        under torchrun: all ranks call it together."""
+    def rng_payload(self) -> dict[str, object]:
+        """Every rank's generator states (CPU, and GPU where dropout draws there) as `rngs`, in rank order,
+        and rank 0's also under the keys older seqgen versions resume from. A collective under torchrun:
+        all ranks call it together."""
         mine = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
-        if self.world == 1:
-            return [mine]
-        gathered: list[object] = [None] * self.world
-        torch.distributed.all_gather_object(gathered, mine)
-        return gathered  # type: ignore[return-value]
+        gathered: list[object] = [mine]
+        if self.world > 1:
+            gathered = [None] * self.world
+            torch.distributed.all_gather_object(gathered, mine)
+        return {"rngs": gathered, "torch_rng": gathered[0][0], "device_rng": gathered[0][1]}  # type: ignore[index]
 
     def save(self, name: str) -> None:
         """Checkpoint the run as `name` in its folder; all ranks call it, rank 0 writes."""
@@ -225,7 +228,7 @@ class Run:
             "corpus": {"name": self.data.name, "sha256": self.data.sha256, "line_items": self.data.line_items},
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rngs": self.rng_states(),
+            **self.rng_payload(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "elapsed": self.elapsed,
             "best_val": self.best_val, "best_accuracy": self.best_accuracy, "best_step": self.best_step,
             "bad_evals": self.bad_evals,
@@ -348,8 +351,8 @@ class Run:
         return value, correct, tokens
 
     def _evaluate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # a tqdm bar
-        val_loss, val_accuracy = evaluate(self.model, self.data.val, self.device)
-        if self.world > 1:  # rank 0's figures decide for all, so every rank takes the same branches below
+        val_loss, val_accuracy = evaluate(self.model, self.data.val, self.device) if self.main else (0.0, 0.0)
+        if self.world > 1:  # rank 0 scores for all (the weights are the same), so every rank takes the same branches
             figures = torch.tensor([val_loss, val_accuracy], dtype=torch.float64, device=self.device)
             torch.distributed.broadcast(figures, src=0)
             val_loss, val_accuracy = float(figures[0]), float(figures[1])
@@ -417,6 +420,12 @@ def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, dict[str, obje
     model = CharRNN(vocab.size, config.cell, config.embedding, config.hidden, config.layers)
     model.load_state_dict(saved["model"])
     return model.eval(), vocab, saved
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A torch seed for `rank` of a run seeded `seed`, unrelated to every other (seed, rank) pair (seed + rank
+    would give rank 2 of seed s the stream of rank 1 of seed s + 1)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None) -> Path:
