@@ -25,15 +25,20 @@ def _windows(width: int, count: int) -> list[str]:
     return [string.ascii_lowercase[i : i + width] for i in range(count)]
 
 
+TASKS = {  # name: (window width, windows, what a window's input predicts)
+    "alphabet-seq2seq": (5, 6, lambda window: window[1:]),  # abcde .. fghij: every next character
+    "alphabet-next": (3, 8, lambda window: window[-1]),  # abc .. hij: the third from the first two
+}
+"""The presets by name (seqgen.train.config.PRESETS lists the same names for the CLI)."""
+
+
 def preset_pairs(name: str) -> tuple[list[str], list[tuple[str, str]]]:
     """The notebook's sequences and the (input, target) pairs they make."""
-    if name == "alphabet-seq2seq":
-        sequences = _windows(5, 6)  # abcde .. fghij
-        return sequences, [(s[:-1], s[1:]) for s in sequences]
-    if name == "alphabet-next":
-        sequences = _windows(3, 8)  # abc .. hij
-        return sequences, [(s[:-1], s[-1]) for s in sequences]
-    raise SeqgenError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    if name not in TASKS:
+        raise SeqgenError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    width, count, target = TASKS[name]
+    sequences = _windows(width, count)
+    return sequences, [(s[:-1], target(s)) for s in sequences]
 
 
 def preset_dataset(name: str) -> Dataset:
@@ -49,5 +54,3 @@ def preset_options(name: str) -> dict[str, object]:
     """TrainConfig options the preset sets (explicit options given by the user take precedence)."""
     preset_pairs(name)  # validates the name
     return {"preset": name, **MODEL, **TRAINING, "epochs": 300}
-
-
