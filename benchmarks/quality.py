@@ -20,14 +20,12 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def held_out(model: seqgen.Model, data: Path, limit: int | None = None) -> str | None:
     """The model's held-out text, split as its training run split it; None if the corpus is absent."""
-    from seqgen.train.evaluate import held_out_text
+    from seqgen.train.evaluate import model_held_out_text
 
     corpus = data / str(model.info.get("corpus", ""))
     if not corpus.is_file():
         return None
-    config = model.info.get("training", {}).get("config", {})  # type: ignore[union-attr]
-    text = held_out_text(corpus.read_text(encoding="utf-8"), line_items=model.file.line_items,
-                         val_fraction=config.get("val_fraction", 0.1), seed=config.get("seed", 1337))
+    text = model_held_out_text(model, corpus.read_text(encoding="utf-8"))
     return text[:limit] if limit else text
 
 

@@ -51,7 +51,7 @@ def test_metadata_matches_the_card(name: str) -> None:
 @pytest.mark.parametrize("name", shipped_models())
 def test_the_model_scores_its_cards_figure_on_a_slice_of_held_out_text(name: str, shared_data: Path) -> None:
     pytest.importorskip("torch")  # the held-out split is computed by seqgen.train, as in training
-    from seqgen.train.evaluate import held_out_text
+    from seqgen.train.evaluate import model_held_out_text
     from seqgen.train.presets import preset_pairs
 
     card, model = cards()[name], seqgen.load(name)
@@ -62,8 +62,6 @@ def test_the_model_scores_its_cards_figure_on_a_slice_of_held_out_text(name: str
         accuracy = sum(top[0][0] == target[-1] for top, (_, target) in zip(answers, pairs)) / len(pairs)
         assert accuracy == float(card["accuracy"])
         return
-    config = model.info["training"]["config"]
-    text = held_out_text((shared_data / corpus).read_text(encoding="utf-8"), line_items=model.file.line_items,
-                         val_fraction=config["val_fraction"], seed=config["seed"])
+    text = model_held_out_text(model, (shared_data / corpus).read_text(encoding="utf-8"))
     piece = "\n".join(text.split("\n")[:SLICE_ITEMS]) if model.file.line_items else text[:SLICE_CHARS]
     assert model.score(piece).loss == pytest.approx(float(card["held-out loss, test slice"]), abs=1e-3)

@@ -211,6 +211,11 @@ def test_eval_scores_the_held_out_split_through_the_runtime(lstm_run: Path, corp
         assert report["loss"] < math.log(seqgen.load(lstm_run / "model.onnx").vocab.size)
 
 
+def test_eval_refuses_a_seed_for_running_text(lstm_run: Path, corpus: Path) -> None:
+    result = CliRunner().invoke(train_cli, ["eval", str(lstm_run), str(corpus), "--seed", "3"])
+    assert result.exit_code == 2 and "drop --seed" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
 def test_eval_of_a_line_item_model_scores_the_held_out_items(tmp_path: Path) -> None:
     names = [f"{a}{b}" for a in ("an", "bo", "ca", "do") for b in ("na", "ra", "to", "li", "mo")]
     corpus = tmp_path / "names.txt"

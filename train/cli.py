@@ -16,7 +16,7 @@ from seqgen.errors import SeqgenError
 from seqgen.modelfile import CELLS
 from seqgen.vocab import ORDERS
 
-from .config import DEVICES, PRECISIONS, PRESETS, SCHEDULES, TEXT_ONLY_SPLIT, TrainConfig, parse_duration
+from .config import DEVICES, PRECISIONS, PRESETS, SCHEDULES, TrainConfig, parse_duration
 
 
 class Duration(click.ParamType):
@@ -48,7 +48,8 @@ _FIT_OPTIONS = [
     click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers."),
     click.option("--seq-len", type=click.IntRange(2)),
     click.option("--batch-size", type=click.IntRange(1)),
-    click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True)),
+    click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                 help="Held-out tail of running text (default 0.1); line items use makemore's split."),
     click.option("--vocab-order", type=click.Choice(ORDERS)),
     click.option("--lowercase", is_flag=True, default=None),
     click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate."),
@@ -123,8 +124,6 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
                               "the preset")
         base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
         config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
-        if "val_fraction" in chosen and (config.lines or config.preset):
-            raise SeqgenError(TEXT_ONLY_SPLIT)
     try:
         result = train(config, resume=bool(resume))
     except KeyboardInterrupt:

@@ -14,6 +14,8 @@ PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRESETS = ("alphabet-seq2seq", "alphabet-next")
 """The seed notebook's tasks (seqgen.train.presets builds them)."""
+DEFAULT_VAL_FRACTION = 0.1
+"""The held-out tail of running text, as nanoGPT holds out its last 10%."""
 TEXT_ONLY_SPLIT = ("--val-fraction splits running text only: line items hold out makemore's seeded "
                    "min(1000, 10%) of the items, and a preset brings its own data; drop --val-fraction")
 
@@ -35,7 +37,7 @@ class TrainConfig:
     # data
     seq_len: int = 128
     batch_size: int = 64
-    val_fraction: float = 0.1  # running text only: line items hold out makemore's seeded min(1000, 10%)
+    val_fraction: float | None = None  # running text only (None: 0.1); line items hold out makemore's split
     vocab_order: str = "frequency"
     lowercase: bool = False
     # optimisation
@@ -76,7 +78,8 @@ class TrainConfig:
              "--epochs, --max-steps and --time-budget must be > 0"),
             (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-            (0 < self.val_fraction < 1, "--val-fraction must be in (0, 1)"),
+            (self.val_fraction is None or 0 < self.val_fraction < 1, "--val-fraction must be in (0, 1)"),
+            (self.val_fraction is None or not (self.lines or self.preset), TEXT_ONLY_SPLIT),
             (self.vocab_order in ORDERS, f"--vocab-order must be one of {', '.join(ORDERS)}"),
             (self.weight_decay >= 0 and self.warmup_steps >= 0, "--weight-decay and --warmup-steps must be >= 0"),
             (0 <= self.min_lr_ratio <= 1, "--min-lr-ratio must be in [0, 1]"),
@@ -87,6 +90,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise SeqgenError(message)
+        if self.val_fraction is None and not (self.lines or self.preset):
+            self.val_fraction = DEFAULT_VAL_FRACTION  # saved as a number: what eval and resume read back
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -94,7 +99,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        options = {k: v for k, v in data.items() if k in known}
+        if options.get("lines") or options.get("preset"):  # saved before val_fraction became text-only
+            options["val_fraction"] = None
+        return cls(**options)
 
 
 def parse_duration(text: str) -> float:

@@ -25,7 +25,7 @@ from seqgen.errors import SeqgenError
 from seqgen.vocab import BOUNDARY, Vocabulary
 
 from . import checkpoint
-from .config import TrainConfig
+from .config import TEXT_ONLY_SPLIT, TrainConfig
 from .data import IGNORE, Dataset, Examples, batches, item_dataset, pairs, read_corpus, steps_per_epoch, text_dataset
 from .export import export_onnx
 from .files import atomic_write, read_jsonl
@@ -465,6 +465,8 @@ def train(config: TrainConfig, *, resume: bool = False, dataset: Dataset | None 
 def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path, **options: object) -> Result:
     """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
     next-character tasks (the seed notebook's). Options are TrainConfig fields."""
+    if "val_fraction" in options:  # items and pairs in memory have their own held-out sets, no tail to cut
+        raise SeqgenError(TEXT_ONLY_SPLIT)
     config = TrainConfig(out=str(out), **options)  # type: ignore[arg-type]
     if texts and all(isinstance(t, tuple) for t in texts):
         sources = [s for pair in texts for s in pair]
