@@ -95,7 +95,8 @@ class Session:
         self._append(tokens)
         for start in range(0, tokens.shape[1], MAX_CHUNK):
             logits = self._run(np.ascontiguousarray(tokens[:, start : start + MAX_CHUNK]))
-            self._check_finite(logits)
+            if self._unbounded:
+                self._check_finite(logits)
             self._logits = logits[:, -1].copy()  # the session's own: sampling masks it in place
             yield logits
 
@@ -114,13 +115,14 @@ class Session:
             self._step = _BoundStep(self)
         self._append(ids[:, None])
         self._logits = self._step(ids)
-        self._check_finite(self._logits)
+        if self._unbounded:  # bounded cells pay only this test per character
+            self._check_finite(self._logits)
         self.steps += 1
 
     def _check_finite(self, logits: np.ndarray) -> None:
         """A ReLU RNN's state can grow without bound far beyond the lengths it was trained on; once it
         overflows, its outputs are inf or NaN and every choice made from them would be garbage."""
-        if self._unbounded and not np.isfinite(logits.max()):  # max is NaN if any is, inf if any is
+        if not np.isfinite(logits.max()):  # max is NaN if any is, inf if any is
             raise SeqgenError(f"the model's outputs overflowed to inf/NaN after {self._length} tokens: its "
                               "ReLU recurrent state grew without bound; use shorter texts, or a model with a "
                               "bounded cell (rnn_tanh, lstm, gru)")
