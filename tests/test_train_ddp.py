@@ -94,7 +94,7 @@ def test_two_processes_under_torchrun_end_with_identical_weights(tmp_path: Path)
     for name in first:
         assert torch.equal(first[name], saved["model"][name])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [4, 8, 12]
+    assert [r["step"] for r in rows if "val_loss" in r] == [4, 8, 12]
     # each rank drew its own dropout masks, and the checkpoint keeps every rank's generator for a resume
     assert reports[0]["rng"] != reports[1]["rng"]
     saved_rngs = [hashlib.sha256(cpu.numpy().tobytes()).hexdigest() for cpu, _ in saved["rngs"]]

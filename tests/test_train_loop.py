@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 import seqgen
 from seqgen.errors import SeqgenError
-from seqgen.train import TrainConfig, fit_texts, train
+from seqgen.train import CharRNN, TrainConfig, fit_texts, train
 from seqgen.train import loop as loop_module
 from seqgen.train.loop import TrainingDiverged
 
@@ -50,8 +50,13 @@ def tiny(corpus: Path, out: Path, **options: object) -> TrainConfig:
     return TrainConfig(**{**base, **options})
 
 
-def metrics(run: Path) -> list[dict[str, float]]:
+def records(run: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def metrics(run: Path) -> list[dict[str, float]]:
+    """The evaluation records of a run (the others are training-loss records every --log-every steps)."""
+    return [r for r in records(run) if "val_loss" in r]
 
 
 def saved(path: Path) -> dict[str, object]:
@@ -331,3 +336,46 @@ def test_atomic_write_clears_temporary_files_left_by_a_killed_write(tmp_path: Pa
     atomic_write(tmp_path / "model.onnx", b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.onnx.x1y2.tmp", "model.onnx"]
     assert (tmp_path / "model.onnx").read_bytes() == b"whole"
+
+
+# -- the training-loss curve and the LSTM's forget gate ---------------------------------------------
+
+
+def test_training_loss_is_logged_every_few_steps_between_evaluations(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(corpus, out, max_steps=12, eval_every=6, log_every=4))
+    rows = records(out)
+    steps = [r["step"] for r in rows if "val_loss" not in r]
+    assert steps == [4, 8, 12]
+    assert [r["step"] for r in metrics(out)] == [6, 12]
+    assert all(r["train_loss"] > 0 and r["elapsed"] >= 0 for r in rows)
+    # the curve is drawn from them, against steps and against minutes
+    from seqgen.train.plot import plot_run
+
+    assert plot_run(out).stat().st_size > 1000
+
+
+def forget_gate_bias(model_state: dict[str, torch.Tensor], hidden: int, layer: int) -> torch.Tensor:
+    forget = slice(hidden, 2 * hidden)  # torch's LSTM gates: input, forget, cell, output
+    return model_state[f"rnn.bias_ih_l{layer}"][forget] + model_state[f"rnn.bias_hh_l{layer}"][forget]
+
+
+def test_lstm_forget_gate_starts_at_the_configured_bias(corpus: Path, tmp_path: Path) -> None:
+    # one step at a tiny learning rate leaves the biases where initialisation put them
+    for forget_bias, out in ((1.0, tmp_path / "one"), (2.5, tmp_path / "other")):
+        train(tiny(corpus, out, max_steps=1, eval_every=1, lr=1e-7, warmup_steps=0, forget_bias=forget_bias))
+        state = saved(out / "checkpoint.pt")
+        assert state["config"]["forget_bias"] == forget_bias
+        for layer in (0, 1):
+            assert torch.allclose(forget_gate_bias(state["model"], 32, layer), torch.tensor(forget_bias), atol=1e-4)
+
+
+def test_runs_saved_before_the_forget_bias_option_keep_torchs_initialisation() -> None:
+    config = TrainConfig.from_dict({"cell": "lstm", "hidden": 32})
+    assert config.forget_bias is None
+    torch.manual_seed(0)
+    plain = CharRNN(10, "lstm", 8, 32, 2, forget_bias=config.forget_bias)
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), CharRNN(10, "lstm", 8, 32, 2)
+                                                  .state_dict().values()))
+    assert not torch.allclose(forget_gate_bias(plain.state_dict(), 32, 0), torch.tensor(1.0), atol=0.1)

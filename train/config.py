@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
@@ -34,6 +35,7 @@ class TrainConfig:
     hidden: int = 256
     embedding: int = 64
     dropout: float = 0.0
+    forget_bias: float | None = 1.0  # LSTM forget-gate bias at the start; None: torch's default (runs saved before)
     # data
     seq_len: int = 128
     batch_size: int = 64
@@ -54,6 +56,7 @@ class TrainConfig:
     time_budget: float | None = None
     # evaluation and checkpoints
     eval_every: int = 200
+    log_every: int = 10
     patience: int | None = None
     checkpoint_every: int | None = None
     samples: int = 2
@@ -72,7 +75,8 @@ class TrainConfig:
             (self.lr > 0 and self.grad_clip > 0, "--lr and --grad-clip must be > 0"),
             (self.preset is None or self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.eval_every >= 1, "--eval-every must be >= 1"),
+            (self.eval_every >= 1 and self.log_every >= 1, "--eval-every and --log-every must be >= 1"),
+            (self.forget_bias is None or math.isfinite(self.forget_bias), "--forget-bias must be a finite number"),
             (self.patience is None or self.patience >= 1, "--patience must be >= 1"),
             (all(v is None or v > 0 for v in (self.epochs, self.max_steps, self.time_budget)),
              "--epochs, --max-steps and --time-budget must be > 0"),
@@ -100,6 +104,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, object]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         options = {k: v for k, v in data.items() if k in known}
+        options.setdefault("forget_bias", None)  # saved before the option: torch's initialisation, as trained
         if options.get("lines") or options.get("preset"):  # saved before val_fraction became text-only
             options["val_fraction"] = None
         return cls(**options)

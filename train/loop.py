@@ -170,7 +170,7 @@ class Run:
             raise SeqgenError(f"checkpoint in {self.out} was made with another vocabulary or corpus; "
                               "resume with the same corpus, or start a new run in another folder")
         self.model = CharRNN(self.data.vocab.size, config.cell, config.embedding, config.hidden, config.layers,
-                             config.dropout).to(self.device)
+                             config.dropout, config.forget_bias).to(self.device)
         if self.rank:  # the same initial weights everywhere, but each rank its own dropout masks
             torch.manual_seed(rank_seed(config.seed, self.rank))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -235,6 +235,7 @@ class Run:
         }
 
     def log(self, record: dict[str, object]) -> None:
+        """Append a record to metrics.jsonl: an evaluation (with val_loss) or the training loss since the last one."""
         if self.main:
             with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -280,7 +281,7 @@ class Run:
         checkpoint_every = config.checkpoint_every or config.eval_every
         bar = _progress(total, self.step, config.progress and self.main)
         started = time.monotonic() - self.elapsed
-        window = _Window()
+        window, recent = _Window(), _Window()  # since the last evaluation; since the last training-loss record
         stopped = ""
         self.model.train()
         for x, y in self.batch_stream():
@@ -293,10 +294,16 @@ class Run:
             lr = learning_rate(config, self.step, progress)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            window.add(*self._train_step(x, y))
+            figures = self._train_step(x, y)
+            window.add(*figures)
+            recent.add(*figures)
             self.step += 1
             self.batch_in_epoch += 1
             bar.update(1)
+            if self.step % config.log_every == 0:
+                self.log({"step": self.step, "epoch": self.epoch, "lr": lr, "train_loss": recent.loss,
+                          "chars_per_s": recent.chars_per_second, "elapsed": round(time.monotonic() - started, 2)})
+                recent = _Window()
             if self.step % config.eval_every == 0 or self.step == total:
                 self._evaluate(window, lr, bar)
                 window = _Window()

@@ -22,6 +22,7 @@ class CharRNN(nn.Module):
         hidden_size: int = 256,
         layers: int = 2,
         dropout: float = 0.0,
+        forget_bias: float | None = None,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -35,6 +36,17 @@ class CharRNN(nn.Module):
         self.rnn = recurrent(embedding_size, hidden_size, num_layers=layers, batch_first=True,
                              dropout=dropout if layers > 1 else 0.0, **extra)
         self.head = nn.Linear(hidden_size, vocab_size)
+        if cell == "lstm" and forget_bias is not None:
+            self._set_forget_bias(forget_bias)
+
+    @torch.no_grad()
+    def _set_forget_bias(self, value: float) -> None:
+        """Start every LSTM layer's forget gate at `value` (Keras' unit_forget_bias, Gers et al. 2000): with 1 the
+        cell keeps its memory until it learns to forget. torch's two biases are summed, so one holds `value`."""
+        forget = slice(self.hidden_size, 2 * self.hidden_size)  # torch's gate order: input, forget, cell, output
+        for layer in range(self.layers):
+            getattr(self.rnn, f"bias_ih_l{layer}")[forget] = value
+            getattr(self.rnn, f"bias_hh_l{layer}")[forget] = 0.0
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         outputs, state = self.rnn(self.embedding(tokens), state)

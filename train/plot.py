@@ -10,7 +10,10 @@ from .files import atomic_write, read_jsonl
 
 
 def plot_run(run: Path, out: Path | None = None) -> Path:
-    """Training and validation loss against step; returns the PNG's path."""
+    """Training and validation loss against step and against wall-clock minutes; returns the PNG's path.
+
+    The training curve is the loss logged every few steps (`--log-every`); runs that logged it only at
+    evaluations are drawn from those."""
     import io
 
     import matplotlib
@@ -22,17 +25,22 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     if not metrics.is_file():
         raise SeqgenError(f"{run} has no metrics.jsonl; give a run folder made by seqgen-train fit")
     rows = [record for _, record in read_jsonl(metrics)]
-    if not rows:
-        raise SeqgenError(f"{metrics} is empty; the run has not reached its first evaluation yet")
-    steps = [r["step"] for r in rows]
-    figure, axes = plt.subplots(figsize=(7, 4))
-    axes.plot(steps, [r["train_loss"] for r in rows], label="train")
-    axes.plot(steps, [r["val_loss"] for r in rows], label="validation")
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss (nats per character)")
-    axes.set_title(run.name)
-    axes.grid(alpha=0.3)
-    axes.legend()
+    evaluations = [r for r in rows if "val_loss" in r]
+    training = [r for r in rows if "val_loss" not in r] or evaluations
+    if not training:
+        raise SeqgenError(f"{metrics} is empty; the run has not logged its first steps yet")
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for axes, key, label, scale in ((panels[0], "step", "step", 1), (panels[1], "elapsed", "minutes", 60)):
+        axes.plot([r[key] / scale for r in training], [r["train_loss"] for r in training], label="train",
+                  linewidth=1)
+        if evaluations:
+            axes.plot([r[key] / scale for r in evaluations], [r["val_loss"] for r in evaluations],
+                      label="validation", marker="o", markersize=3)
+        axes.set_xlabel(label)
+        axes.grid(alpha=0.3)
+    panels[0].set_ylabel("loss (nats per character)")
+    panels[0].legend()
+    figure.suptitle(run.name)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
