@@ -6,6 +6,10 @@ Every cell gets the same parameter budget, the same data and the same number of 
 is measured through the runtime on held-out sequences.
 
     python benchmarks/long_range.py [--distances 5 10 20 40 70 100] [--seeds 0 1 2] [--steps 2000] [--out docs]
+    python benchmarks/long_range.py --cells lstm --forget-bias 1 --reuse docs/long-range.json --out docs
+
+Rows are labelled by cell, and LSTM rows also by their starting forget-gate bias ("torch" for torch's
+initialisation); `--reuse` keeps an earlier run's rows of other labels, so one table compares them.
 """
 
 from __future__ import annotations
@@ -48,6 +52,14 @@ def accuracy(model_path: Path, test: list[tuple[str, str]]) -> float:
     return sum(top[0][0] == key for top, (_, key) in zip(answers, test)) / len(test)
 
 
+def label(row: dict[str, object]) -> str:
+    """A row's column: the cell, and for an LSTM its starting forget-gate bias (rows without one used torch's)."""
+    if row["cell"] != "lstm":
+        return str(row["cell"])
+    bias = row.get("forget_bias")
+    return f"lstm (forget bias {'torch' if bias is None else f'{bias:g}'})"
+
+
 def run(distance: int, cell: str, seed: int, args: argparse.Namespace, folder: Path) -> dict[str, object]:
     rng = random.Random(distance * 1000 + seed)
     train_pairs, test_pairs = sequences(args.train, distance, rng), sequences(args.test, distance, rng)
@@ -58,35 +70,37 @@ def run(distance: int, cell: str, seed: int, args: argparse.Namespace, folder: P
     try:
         result = fit_texts(train_pairs, out, cell=cell, layers=1, hidden=hidden, embedding=EMBEDDING,
                            batch_size=64, lr=args.lr, warmup_steps=100, max_steps=args.steps,
-                           eval_every=args.steps, samples=0, progress=False, seed=seed, threads=1)
+                           eval_every=args.steps, samples=0, progress=False, seed=seed, threads=1,
+                           forget_bias=args.forget_bias)
         score = accuracy(result.model_path, test_pairs)
     except TrainingDiverged:
         score = float("nan")
     parameters = CharRNN(vocab_size, cell, EMBEDDING, hidden, 1).parameter_count
-    return {"distance": distance, "cell": cell, "seed": seed, "hidden": hidden, "parameters": parameters,
-            "accuracy": score, "seconds": round(time.monotonic() - started, 1)}
+    return {"distance": distance, "cell": cell, "forget_bias": args.forget_bias if cell == "lstm" else None,
+            "seed": seed, "hidden": hidden, "parameters": parameters, "accuracy": score,
+            "seconds": round(time.monotonic() - started, 1)}
 
 
-def summary(rows: list[dict[str, object]], distance: int, cell: str) -> tuple[float, float, float]:
+def summary(rows: list[dict[str, object]], distance: int, column: str) -> tuple[float, float, float]:
     """Mean, worst and best held-out accuracy over seeds (a diverged run counts as chance)."""
     scores = [r["accuracy"] if r["accuracy"] == r["accuracy"] else 1 / len(KEYS)
-              for r in rows if r["distance"] == distance and r["cell"] == cell]
+              for r in rows if r["distance"] == distance and label(r) == column]
     return sum(scores) / len(scores), min(scores), max(scores)
 
 
-def write_report(rows: list[dict[str, object]], args: argparse.Namespace, out: Path) -> None:
+def write_report(rows: list[dict[str, object]], columns: list[str], args: argparse.Namespace, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4))
-    for cell in args.cells:
-        mine = [r for r in rows if r["cell"] == cell]
-        stats = [summary(rows, d, cell) for d in args.distances]
+    for column in columns:
+        mine = [r for r in rows if label(r) == column]
+        stats = [summary(rows, d, column) for d in args.distances]
         axes.errorbar(args.distances, [s[0] for s in stats], yerr=[[s[0] - s[1] for s in stats],
                       [s[2] - s[0] for s in stats]], marker="o", capsize=3,
-                      label=f"{cell} (H={mine[0]['hidden']}, {mine[0]['parameters']} params)")
+                      label=f"{column} (H={mine[0]['hidden']}, {mine[0]['parameters']} params)")
     axes.axhline(1 / len(KEYS), color="grey", linestyle=":", label="chance")
     axes.set_xlabel("distance N between the key and the question")
     axes.set_ylabel(f"held-out accuracy (mean, min-max over {len(args.seeds)} seeds)")
@@ -95,6 +109,7 @@ def write_report(rows: list[dict[str, object]], args: argparse.Namespace, out: P
     axes.grid(alpha=0.3)
     figure.savefig(out / "long-range.png", dpi=100, bbox_inches="tight")
     (out / "long-range.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
+    print(f"wrote {out / 'long-range.png'} and {out / 'long-range.json'}")
 
 
 def main() -> None:
@@ -107,6 +122,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=4000, help="training sequences per distance")
     parser.add_argument("--test", type=int, default=500, help="held-out sequences per distance")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--forget-bias", type=float, default=1.0, help="LSTM forget-gate bias at the start")
+    parser.add_argument("--reuse", type=Path, help="an earlier long-range.json whose rows of other labels to keep")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -117,12 +134,16 @@ def main() -> None:
                 for seed in args.seeds:
                     rows.append(run(distance, cell, seed, args, Path(tmp)))
                     print(json.dumps(rows[-1]), flush=True)
-    print("\n| N | " + " | ".join(args.cells) + " |\n|---|" + "---|" * len(args.cells))
+    if args.reuse:
+        fresh = {label(r) for r in rows}
+        rows = [r for r in json.loads(args.reuse.read_text())["rows"] if label(r) not in fresh] + rows
+    columns = list(dict.fromkeys(label(r) for r in rows))
+    print("\n| N | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
     for distance in args.distances:
         print(f"| {distance} | " + " | ".join("{:.2f} ({:.2f}-{:.2f})".format(*summary(rows, distance, c))
-                                             for c in args.cells) + " |")
+                                             for c in columns) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_report(rows, args, args.out)
+    write_report(rows, columns, args, args.out)
 
 
 if __name__ == "__main__":
