@@ -379,3 +379,44 @@ def test_runs_saved_before_the_forget_bias_option_keep_torchs_initialisation() -
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), CharRNN(10, "lstm", 8, 32, 2)
                                                   .state_dict().values()))
     assert not torch.allclose(forget_gate_bias(plain.state_dict(), 32, 0), torch.tensor(1.0), atol=0.1)
+
+
+# -- the optimiser's schedule and gradient clipping reach the weights --------------------------------
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_its_floor() -> None:
+    config = TrainConfig(lr=1e-2, warmup_steps=10, min_lr_ratio=0.1)
+    assert [loop_module.learning_rate(config, s, 0.0) for s in (0, 4, 9)] == pytest.approx([1e-3, 5e-3, 1e-2])
+    decay = [loop_module.learning_rate(config, 10, p) for p in (0.0, 0.5, 1.0, 2.0)]
+    assert decay == pytest.approx([1e-2, 5.5e-3, 1e-3, 1e-3])
+    constant = TrainConfig(lr=1e-2, warmup_steps=0, schedule="constant")
+    assert loop_module.learning_rate(constant, 50, 0.9) == 1e-2
+
+
+def test_the_loop_applies_the_schedule_at_every_step(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = tiny(corpus, out, max_steps=20, eval_every=20, log_every=1, warmup_steps=5)
+    train(config)
+    logged = {r["step"]: r["lr"] for r in records(out) if "val_loss" not in r}
+    expected = {s + 1: loop_module.learning_rate(config, s, s / 20) for s in range(20)}
+    assert logged == pytest.approx(expected)
+    assert len(set(logged.values())) > 10  # warm-up and decay, not a constant
+
+
+def test_gradients_are_clipped_to_grad_clip_before_the_update(corpus: Path, tmp_path: Path) -> None:
+    run = loop_module.Run(tiny(corpus, tmp_path / "run", grad_clip=1e-3))
+    x, y = next(run.batch_stream())
+    run._train_step(x, y)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in run.model.parameters()]))
+    assert norm <= 1e-3 * 1.001
+
+
+def test_bf16_without_a_kernel_for_the_cell_is_refused_before_training(corpus: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_bf16_lstm(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive")
+
+    monkeypatch.setattr(loop_module.CharRNN, "forward", no_bf16_lstm)
+    with pytest.raises(SeqgenError, match=r"--precision bf16.*use --precision fp32"):
+        train(tiny(corpus, tmp_path / "run", precision="bf16"))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -86,6 +86,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_bf16(model: CharRNN, device: torch.device) -> None:
+    """Refuse bf16 autocast where torch has no bf16 kernel for the cell (oneDNN's LSTM on CPUs without
+    AVX512-BF16/AMX fails deep inside the first step); one token through the model finds out."""
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            model(torch.zeros(1, 1, dtype=torch.long, device=device))
+    except RuntimeError as exc:
+        raise SeqgenError(f"--precision bf16: torch has no bf16 kernel for this {model.cell} on this machine "
+                          f"({str(exc).splitlines()[0][:80]}); use --precision fp32") from None
+
+
 def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up over `warmup_steps`, then constant or cosine decay to `min_lr_ratio` by the end."""
     if step < config.warmup_steps:
@@ -171,6 +182,8 @@ class Run:
                               "resume with the same corpus, or start a new run in another folder")
         self.model = CharRNN(self.data.vocab.size, config.cell, config.embedding, config.hidden, config.layers,
                              config.dropout, config.forget_bias).to(self.device)
+        if config.precision == "bf16":
+            check_bf16(self.model, self.device)
         if self.rank:  # the same initial weights everywhere, but each rank its own dropout masks
             torch.manual_seed(rank_seed(config.seed, self.rank))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
