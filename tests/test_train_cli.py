@@ -271,3 +271,20 @@ def test_resume_refuses_options_it_would_otherwise_ignore(tmp_path: Path) -> Non
 def test_seqgen_train_help_does_not_wait_for_torch() -> None:
     code = "import sys; from seqgen.train import cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_forget_bias_takes_a_number_or_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqgen.train.cli import ForgetBias
+
+    kind = ForgetBias()
+    assert kind.convert("1.5", None, None) == 1.5 and kind.convert("Torch", None, None) == "torch"
+    refused = CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--forget-bias", "nan",
+                                             "--out", str(tmp_path / "run")])
+    assert refused.exit_code == 2 and "neither a finite number nor 'torch'" in refused.stderr
+    chosen = []
+    monkeypatch.setattr("seqgen.train.loop.train", lambda config, resume: chosen.append(config) or 1 / 0)
+    for flag, expected in (("torch", None), ("2", 2.0)):
+        CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--forget-bias", flag])
+        assert chosen.pop().forget_bias == expected
+    CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next"])
+    assert chosen.pop().forget_bias == 1.0

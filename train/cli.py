@@ -29,6 +29,25 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class ForgetBias(click.ParamType):
+    """A finite number, or `torch` (kept as that word until TrainConfig is built) for torch's initialisation."""
+
+    name = "number|torch"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float | str:
+        if isinstance(value, float) or value == "torch":
+            return value
+        try:
+            number = float(str(value))
+        except ValueError:
+            number = math.nan
+        if str(value).strip().lower() == "torch":
+            return "torch"
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is neither a finite number nor 'torch'", param, ctx)
+        return number
+
+
 @click.group(cls=SeqgenGroup)
 @click.version_option(version=__version__, message="%(version)s")
 def main() -> None:
@@ -46,8 +65,9 @@ _FIT_OPTIONS = [
     click.option("--hidden", type=click.IntRange(1), help="Hidden size per layer."),
     click.option("--embedding", type=click.IntRange(1), help="Embedding size."),
     click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers."),
-    click.option("--forget-bias", type=float,
-                 help="LSTM forget-gate bias at the start (default 1: remember until learned otherwise)."),
+    click.option("--forget-bias", type=ForgetBias(),
+                 help="LSTM forget-gate bias at the start (default 1: remember until learned otherwise; "
+                      "'torch': torch's initialisation)."),
     click.option("--seq-len", type=click.IntRange(2)),
     click.option("--batch-size", type=click.IntRange(1)),
     click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -108,6 +128,8 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
     from .presets import preset_options
 
     chosen = {k: v for k, v in given.items() if v is not None}
+    if chosen.get("forget_bias") == "torch":
+        chosen["forget_bias"] = None  # TrainConfig's None: torch's own initialisation
     if resume:
         out = chosen.pop("out", resume)
         if Path(out).resolve() != Path(resume).resolve():
