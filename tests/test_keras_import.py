@@ -47,7 +47,7 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_the_fixtures_cover_every_cell_in_both_formats_and_stay_small() -> None:
     assert {"rnn_relu.keras", "rnn_relu.h5", "lstm.keras", "lstm.h5", "gru.keras", "gru.h5",
-            "notebook.keras"} <= set(MODELS)
+            "notebook.keras", "keras2_notebook.h5"} <= set(MODELS)
     assert all(path.stat().st_size < 200_000 for path in FIXTURES.iterdir())
 
 
@@ -63,9 +63,10 @@ def test_imported_model_gives_keras_probabilities(name: str, imported: dict[str,
     assert float(np.abs(got - np.array(expected["probabilities"])).max()) <= 1e-5
 
 
-def test_notebook_model_continues_the_alphabet(imported: dict[str, Path]) -> None:
-    """The seed notebook's model (embedding 8, SimpleRNN 64 relu, trained by Keras): cde -> f."""
-    model = seqgen.load(imported["notebook.keras"])
+@pytest.mark.parametrize("name", ["notebook.keras", "keras2_notebook.h5"])
+def test_notebook_model_continues_the_alphabet(name: str, imported: dict[str, Path]) -> None:
+    """The seed notebook's model (embedding 8, SimpleRNN 64 relu, trained by Keras 3 and by Keras 2): cde -> f."""
+    model = seqgen.load(imported[name])
     assert (model.file.cell, model.file.hidden_size, model.file.embedding_size) == ("rnn_relu", 64, 8)
     alphabet = "abcdefghijklmnopqrstuvwxyz"
     windows = [alphabet[i : i + 3] for i in range(23)]

@@ -207,4 +207,4 @@ def import_keras(keras_model: str, tokenizer: str | None, chars: str | None, low
     click.echo(json.dumps({"model": out, "bytes": Path(out).stat().st_size, "cell": metadata["cell"],
                            "layers": int(metadata["layers"]), "vocab_size": int(metadata["vocab_size"]),
                            "input_length": json.loads(metadata.get("keras_input_length", "null")),
-                           "parity_max_abs_diff": float(metadata["parity_max_abs_diff"])}))
+                           "parity_max_rel_diff": float(metadata["parity_max_rel_diff"])}))

@@ -66,7 +66,6 @@ class Plan:
     head: Layer  # the Dense layer's options
     head_weights: Layer  # the layer that holds its weights (a TimeDistributed wrapper)
     input_length: int | None
-    per_position: bool
 
     @property
     def kind(self) -> str:
@@ -176,11 +175,10 @@ def check_structure(path: Path, config: dict[str, Any]) -> Plan:
                           "(or linear: logits)")
     _no_lora(head)
     _same_stack(recurrent)
-    per_position = bool(recurrent[-1].option("return_sequences"))
     for layer in recurrent[:-1]:
         if not layer.option("return_sequences"):
             raise layer.refuse("return_sequences=False below another recurrent layer")
-    return Plan(embedding, recurrent, head, head_weights, length, per_position)
+    return Plan(embedding, recurrent, head, head_weights, length)
 
 
 def _input_length(path: Path, config: dict[str, Any], layers: list[Layer]) -> int | None:
