@@ -18,6 +18,7 @@ from helpers import assert_input_error
 
 import seqgen
 from seqgen.errors import SeqgenError
+from seqgen.train import keras_file
 from seqgen.train.cli import main as train_cli
 from seqgen.train.keras_vocab import tokenizer_vocabulary
 from seqgen.window import keras_predict, keras_windows
@@ -210,6 +211,8 @@ REFUSED = [
     ("rnn_relu.keras", set_option("Embedding", input_dim=40, output_dim=8), ["input_dim 40", "vocabulary"]),
     ("rnn_relu.keras", set_option("SimpleRNN", units=17), ["implies"]),
     ("lstm.keras", lambda config: layer_of(config, "LSTM")["config"].update(units=32), ["one cell type and size"]),
+    ("gru.keras", set_option("Embedding", input_length=5), ["conflicting input lengths", "5, 8"]),
+    ("gru.keras", set_option("InputLayer", batch_shape=[None, 8, 3]), ["not [batch, time]"]),
 ]
 
 
@@ -221,11 +224,33 @@ def test_unsupported_layers_and_options_are_refused_naming_the_layer(source, edi
     assert not out.exists()
 
 
+def test_dropout_changes_nothing_at_inference(tmp_path: Path) -> None:
+    path = edited_archive(tmp_path, "rnn_relu.keras", insert_before_head("Dropout"))
+    result = import_keras(path, "--tokenizer", FIXTURES / "tokenizer.json", "--out", tmp_path / "out.onnx")
+    assert result.exit_code == 0, result.output
+    expected = KERAS["rnn_relu.keras"]
+    got = keras_predict(seqgen.load(tmp_path / "out.onnx"), expected["texts"])
+    assert float(np.abs(got - np.array(expected["probabilities"])).max()) <= 1e-5
+
+
+def test_file_sizes_are_bounded_before_reading(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(keras_file, "MAX_FILE_BYTES", 10_000)
+    assert_input_error(import_keras(FIXTURES / "gru.h5", "--tokenizer", FIXTURES / "tokenizer.json", "--out",
+                                    tmp_path / "out.onnx"), "bytes")
+    monkeypatch.setattr(keras_file, "MAX_FILE_BYTES", 100_000)
+    monkeypatch.setattr(keras_file, "MAX_CONFIG_BYTES", 1000)
+    assert_input_error(import_keras(FIXTURES / "gru.keras", "--tokenizer", FIXTURES / "tokenizer.json", "--out",
+                                    tmp_path / "out.onnx"), "config.json is larger than 1000 bytes")
+
+
 def test_malformed_files_are_refused(tmp_path: Path) -> None:
     tokenizer = ["--tokenizer", FIXTURES / "tokenizer.json", "--out", tmp_path / "out.onnx"]
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes((FIXTURES / "lstm.h5").read_bytes()[:5000])
     assert_input_error(import_keras(truncated, *tokenizer), "damaged")
+    truncated_zip = tmp_path / "truncated.keras"
+    truncated_zip.write_bytes((FIXTURES / "gru.keras").read_bytes()[:20_000])
+    assert_input_error(import_keras(truncated_zip, *tokenizer), "damaged")
     text = tmp_path / "model.keras"
     text.write_text("not a model", encoding="utf-8")
     assert_input_error(import_keras(text, *tokenizer), "neither a .keras archive nor an HDF5")

@@ -11,6 +11,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +71,8 @@ def open_keras(path: Path) -> Iterator[tuple[dict[str, Any], WeightReader]]:
         else:
             raise SeqgenError(f"{path} is neither a .keras archive nor an HDF5 .h5 file; save the model with "
                               "model.save('model.keras') or model.save('model.h5')")
-    except (OSError, zipfile.BadZipFile, KeyError) as exc:  # h5py and zipfile report damage this way
+    except (OSError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
+        # how h5py and zipfile report damage (NotImplementedError: a zip compression method Python lacks)
         raise SeqgenError(f"{path} is damaged or truncated ({_first_line(exc)}); save the model again") from None
 
 

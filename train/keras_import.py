@@ -184,23 +184,21 @@ def check_structure(path: Path, config: dict[str, Any]) -> Plan:
 def _input_length(path: Path, config: dict[str, Any], layers: list[Layer]) -> int | None:
     """The window length Keras' predict sees: from the input shape, wherever this Keras version keeps it."""
     body = config.get("config") if isinstance(config.get("config"), dict) else {}
-    candidates = [layer.option(key) for layer in layers[:2] for key in ("batch_shape", "batch_input_shape")]
-    candidates += [body.get("build_input_shape"), (config.get("build_config") or {}).get("input_shape")]
-    lengths = {shape[1] for shape in candidates if isinstance(shape, list) and len(shape) == 2}
-    embedding = next((layer for layer in layers if layer.kind == "Embedding"), None)
-    if embedding is not None and embedding.option("input_length") is not None:
-        lengths.add(embedding.option("input_length"))
-    if any(isinstance(shape, list) and len(shape) != 2 for shape in candidates if shape is not None):
+    build = config.get("build_config") if isinstance(config.get("build_config"), dict) else {}
+    shapes = [layer.option(key) for layer in layers[:2] for key in ("batch_shape", "batch_input_shape")]
+    shapes += [body.get("build_input_shape"), build.get("input_shape")]
+    shapes = [shape for shape in shapes if shape is not None]
+    if any(not isinstance(shape, list) or len(shape) != 2 for shape in shapes):
         raise SeqgenError(f"{path}: the model's input is not [batch, time] character ids; seqgen imports "
                           "one sequence of ids per example")
-    lengths.discard(None)
-    if len(lengths) > 1:
-        raise SeqgenError(f"{path}: the config gives conflicting input lengths {sorted(map(str, lengths))}")
-    length = lengths.pop() if lengths else None
-    if length is not None and (isinstance(length, bool) or not isinstance(length, int)
-                               or not 1 <= length <= MAX_WINDOW):
-        raise SeqgenError(f"{path}: input length {length!r} is not an integer in 1..{MAX_WINDOW}")
-    return length
+    lengths = [shape[1] for shape in shapes]
+    lengths += [layer.option("input_length") for layer in layers if layer.kind == "Embedding"]
+    lengths = [length for length in lengths if length is not None]
+    if any(type(length) is not int or not 1 <= length <= MAX_WINDOW for length in lengths):
+        raise SeqgenError(f"{path}: an input length of {lengths} is not an integer in 1..{MAX_WINDOW}")
+    if len(set(lengths)) > 1:
+        raise SeqgenError(f"{path}: the config gives conflicting input lengths {sorted(set(lengths))}")
+    return lengths[0] if lengths else None
 
 
 def _check_recurrent(layer: Layer) -> Layer:
