@@ -189,9 +189,10 @@ def wrap_bidirectional(config: dict) -> None:
     layers[index] = {"class_name": "Bidirectional", "config": {"name": "bidirectional", "layer": layers[index]}}
 
 
-def insert_before_head(kind: str):
+def insert_layer(kind: str, index: int = -1):
+    """An edit inserting an option-less layer (by default just before the output layer)."""
     def edit(config: dict) -> None:
-        config["config"]["layers"].insert(-1, {"class_name": kind, "config": {"name": kind.lower()}})
+        config["config"]["layers"].insert(index, {"class_name": kind, "config": {"name": kind.lower()}})
     return edit
 
 
@@ -205,8 +206,9 @@ REFUSED = [
     ("lstm.keras", set_option("LSTM", recurrent_activation="hard_sigmoid"), ["hard_sigmoid"]),
     ("rnn_relu.keras", set_option("SimpleRNN", activation="sigmoid"), ["'sigmoid'", "tanh or relu"]),
     ("rnn_relu.keras", set_option("Dense", activation="relu"), ["softmax"]),
-    ("rnn_relu.keras", insert_before_head("Masking"), ["'masking'", "skips time steps"]),
-    ("rnn_relu.keras", insert_before_head("Conv1D"), ["'conv1d'", "seqgen imports"]),
+    ("rnn_relu.keras", insert_layer("Masking"), ["'masking'", "skips time steps"]),
+    ("rnn_relu.keras", insert_layer("Masking", 1), ["'masking'", "skips time steps"]),
+    ("rnn_relu.keras", insert_layer("Conv1D"), ["'conv1d'", "seqgen imports"]),
     ("rnn_relu.keras", lambda config: config.update(class_name="Functional"), ["Functional", "Sequential"]),
     ("rnn_relu.keras", set_option("Embedding", input_dim=40, output_dim=8), ["input_dim 40", "vocabulary"]),
     ("rnn_relu.keras", set_option("SimpleRNN", units=17), ["implies"]),
@@ -225,7 +227,7 @@ def test_unsupported_layers_and_options_are_refused_naming_the_layer(source, edi
 
 
 def test_dropout_changes_nothing_at_inference(tmp_path: Path) -> None:
-    path = edited_archive(tmp_path, "rnn_relu.keras", insert_before_head("Dropout"))
+    path = edited_archive(tmp_path, "rnn_relu.keras", insert_layer("Dropout"))
     result = import_keras(path, "--tokenizer", FIXTURES / "tokenizer.json", "--out", tmp_path / "out.onnx")
     assert result.exit_code == 0, result.output
     expected = KERAS["rnn_relu.keras"]

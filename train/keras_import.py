@@ -37,7 +37,6 @@ _TORCH_ORDER = {"SimpleRNN": (0,), "LSTM": (0, 1, 2, 3), "GRU": (1, 0, 2)}
 _REFUSED = {
     "Bidirectional": "it also reads the text backwards, from the end; a left-to-right step graph cannot",
     "Masking": "masking skips time steps, while seqgen feeds every token; remove it and retrain",
-    "InputLayer": "",
 }
 
 
@@ -74,7 +73,7 @@ class Plan:
     @property
     def cell(self) -> str:
         if self.kind == "SimpleRNN":
-            return "rnn_" + self.recurrent[0].option("activation")
+            return "rnn_" + self.recurrent[0].option("activation", "tanh")
         return self.kind.lower()
 
 
@@ -141,9 +140,11 @@ def check_structure(path: Path, config: dict[str, Any]) -> Plan:
     layers = _layers(path, config)
     length = _input_length(path, config, layers)
     layers = [layer for layer in layers if layer.kind != "InputLayer" and layer.kind not in PASSTHROUGH]
-    if not layers or layers[0].kind != "Embedding":
-        raise SeqgenError(f"{path}: the first layer must be an Embedding of character ids (found "
-                          f"{layers[0].kind if layers else 'none'})")
+    if not layers:
+        raise SeqgenError(f"{path}: the model has no layers to import; seqgen imports Embedding, SimpleRNN/LSTM/GRU "
+                          "and Dense")
+    if layers[0].kind != "Embedding":
+        raise _refusal(layers[0])
     embedding, *rest = layers
     if embedding.option("mask_zero"):
         raise embedding.refuse("mask_zero=True makes Keras skip id 0 (padding), while seqgen feeds id 0 as its "
@@ -160,9 +161,8 @@ def check_structure(path: Path, config: dict[str, Any]) -> Plan:
         raise SeqgenError(f"{path}: no Dense output layer after {recurrent[-1].name!r}")
     head_weights = head = rest[0]
     if head.kind == "TimeDistributed":
-        inner = head.option("layer")
-        if not isinstance(inner, dict) or inner.get("class_name") != "Dense" or not isinstance(inner.get("config"),
-                                                                                                dict):
+        inner = head.option("layer") if isinstance(head.option("layer"), dict) else {}
+        if inner.get("class_name") != "Dense" or not isinstance(inner.get("config"), dict):
             raise head.refuse("it wraps something other than a Dense layer")
         head = Layer(head.name, "Dense", inner["config"])
     if head.kind != "Dense":
@@ -245,8 +245,8 @@ def _no_lora(layer: Layer) -> None:
 
 
 def _refusal(layer: Layer) -> SeqgenError:
-    reason = _REFUSED.get(layer.kind) or ("seqgen imports Embedding, SimpleRNN/LSTM/GRU and Dense "
-                                           "(or TimeDistributed(Dense)) layers, plus Dropout")
+    reason = _REFUSED.get(layer.kind, "seqgen imports an Embedding, then SimpleRNN/LSTM/GRU layers, then Dense "
+                                      "(or TimeDistributed(Dense)), plus Dropout")
     return layer.refuse(reason)
 
 
