@@ -207,3 +207,29 @@ def plot(run: str, out: str | None) -> None:
     from .plot import plot_run
 
     click.echo(plot_run(Path(run), Path(out) if out else None))
+
+
+@main.command(name="import-keras")
+@click.argument("keras_model", metavar="MODEL.keras|MODEL.h5", type=click.Path(exists=True))
+@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False),
+              help="The Tokenizer's JSON (tokenizer.to_json()): ids, lowercasing, unknown characters.")
+@click.option("--chars", help="Without a tokenizer: the characters of ids 1, 2, ... in order.")
+@click.option("--lowercase", is_flag=True, help="With --chars: lower-case text before encoding, as Keras' lower=True.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+def import_keras(keras_model: str, tokenizer: str | None, chars: str | None, lowercase: bool, out: str) -> None:
+    """Convert a Keras Sequential character model (Embedding, SimpleRNN/LSTM/GRU, Dense) to one .onnx file.
+
+    \b
+    seqgen-train import-keras notebook.keras --tokenizer tokenizer.json --out notebook.onnx
+    seqgen-train import-keras model.h5 --chars abcdefghijklmnopqrstuvwxyz --out model.onnx
+    """
+    from .keras_file import require_h5py
+
+    require_h5py()  # before torch loads: a missing extra is named at once
+    from .keras_import import import_keras as convert
+
+    metadata = convert(keras_model, out, tokenizer=tokenizer, chars=chars, lowercase=lowercase)
+    click.echo(json.dumps({"model": out, "bytes": Path(out).stat().st_size, "cell": metadata["cell"],
+                           "layers": int(metadata["layers"]), "vocab_size": int(metadata["vocab_size"]),
+                           "input_length": json.loads(metadata.get("keras_input_length", "null")),
+                           "parity_max_rel_diff": float(metadata["parity_max_rel_diff"])}))
