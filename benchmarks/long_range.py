@@ -136,6 +136,7 @@ def main() -> None:
                 for seed in args.seeds:
                     rows.append(run(distance, cell, seed, args, Path(tmp)))
                     print(json.dumps(rows[-1]), flush=True)
+    args.distances = sorted(args.distances)  # run in any order (longest first, say), reported in order
     if args.reuse:
         fresh = {label(r) for r in rows}
         rows = [r for r in json.loads(args.reuse.read_text())["rows"] if label(r) not in fresh] + rows
