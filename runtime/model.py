@@ -14,7 +14,6 @@ import onnxruntime as ort
 from . import modelfile
 from .errors import SeqgenError
 from .generate import check_length, prompt_session, stop_strings, stream_rows
-from .modelfile import PREFIX
 from .sampling import Sampler, Sampling
 from .session import Session
 from .vocab import IGNORE, frame_items
@@ -77,7 +76,7 @@ class Model:
             raise SeqgenError(f"threads must be an integer >= 1, got {threads!r}")
         self.file = file
         self.vocab = file.vocab
-        self.ort = _ort_session(file.path, threads, quantized=file.metadata.get(PREFIX + "quantization") == "int8")
+        self.ort = _ort_session(file.path, threads, quantized=file.quantized)
         self.state_names = modelfile.state_names(file.cell)
         self.output_names = ["logits"] + [f"{n}_out" for n in self.state_names]
         self._check_signature()
