@@ -1,7 +1,9 @@
 """seqgen-run: predict, generate, score, describe and benchmark a seqgen model from the shell.
 
 Exit codes: 0 success, 1 internal error, 2 bad usage or bad input (one `Error:` line on stderr),
-130 interrupted. seqgen's heavy parts (numpy, onnxruntime) are imported inside the commands.
+130 interrupted. Generated text is printed as it is made: an error part-way (a state that overflows)
+leaves what was already printed on stdout, and the exit code tells that the output is incomplete.
+seqgen's heavy parts (numpy, onnxruntime) are imported inside the commands.
 """
 
 from __future__ import annotations
