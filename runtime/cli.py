@@ -1,7 +1,9 @@
 """seqgen-run: predict, generate, score, describe and benchmark a seqgen model from the shell.
 
 Exit codes: 0 success, 1 internal error, 2 bad usage or bad input (one `Error:` line on stderr),
-130 interrupted. seqgen's heavy parts (numpy, onnxruntime) are imported inside the commands.
+130 interrupted. Generated text is printed as it is made: an error part-way (a state that overflows)
+leaves what was already printed on stdout, and the exit code tells that the output is incomplete.
+seqgen's heavy parts (numpy, onnxruntime) are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
+from .checks import MAX_BATCH
 from .errors import SeqgenError
 
 if TYPE_CHECKING:
@@ -79,7 +82,9 @@ class SeqgenGroup(click.Group):
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split("\n"))
+    """The message on one line, printable however stderr encodes: bytes of a file name that are not
+    UTF-8 (lone surrogates in the str) are shown as escapes."""
+    return " ".join(str(exc).split("\n")).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _usage_line(exc: click.UsageError) -> str:
@@ -131,7 +136,8 @@ def model_options(*, text: bool = False) -> Callable[[Callable[..., None]], Call
         click.option("--model", metavar="PATH_OR_NAME",
                      help="Model file, or the short name of a shipped model.  [default: the default model]"),
         click.option("--threads", type=int, default=1, show_default=True,
-                     help="onnxruntime threads; 1 is fastest for small models."),
+                     help="onnxruntime threads, at most the CPUs this process may use; 1 is fastest for small "
+                          "models."),
     ]
     if text:
         options += [
@@ -250,8 +256,8 @@ def predict(text: str, k: int, as_json: bool, choice: ModelChoice) -> None:
 @click.option("--stop", multiple=True, metavar="S", callback=lambda _ctx, _param, stops: tuple(map(unescape, stops)),
               help="Stop before this text (repeatable; never printed). \\n, \\t, \\r and \\\\ are understood.")
 @click.option("--seed", type=int, help="Random seed, for reproducible samples.")
-@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
-              help="How many samples to make (made together as one batch).")
+@click.option("--num-samples", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True,
+              help=f"How many samples to make, 1..{MAX_BATCH} (made together as one batch).")
 @click.option("--show-prompt/--no-show-prompt", default=False, show_default=True,
               help="Print the prompt before each sample.")
 @click.option("--known", type=click.Path(allow_dash=True), metavar="FILE",
@@ -265,6 +271,8 @@ def generate(prompt: str, max_new_chars: int, temperature: float, top_k: int | N
 
     Samples of a running-text model are separated by a blank line; a line-item model's are one per line.
     """
+    if prompt == "-" and known == "-":
+        raise SeqgenError("the prompt and --known cannot both read standard input; give --known a file")
     model = choice.load()
     prompt = text_argument(prompt)
     if known is not None:
@@ -352,8 +360,8 @@ def info(name: str | None, as_json: bool, choice: ModelChoice) -> None:
 @main.command()
 @click.option("-n", "--max-new-chars", type=click.IntRange(min=1), default=500, show_default=True,
               help="Characters generated per sequence in each run.")
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
-              help="The larger batch size to time besides batch 1.")
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=64, show_default=True,
+              help=f"The larger batch size to time besides batch 1 (at most {MAX_BATCH}).")
 @json_option
 @model_options()
 def bench(max_new_chars: int, batch: int, as_json: bool, choice: ModelChoice) -> None:
@@ -398,6 +406,8 @@ def run() -> None:
     nothing that needs it (no files open for writing, no atexit work), so the output is flushed here
     and the process ends at once with main's exit code.
     """
+    if sys.stderr is None:  # started with stderr closed (`2>&-`): errors go nowhere, never to stdout
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (kept open until os._exit)
     try:
         main()
         code = 0

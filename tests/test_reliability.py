@@ -111,11 +111,11 @@ def test_absurd_declared_sizes_are_refused_before_anything_is_allocated(
 
 
 @pytest.mark.parametrize(("cell", "changes", "words"), [
-    ("lstm", {"layers": "1"}, "layers=1 but the graph's 'state' input has 2"),
-    ("lstm", {"hidden_size": "8"}, "hidden_size=8 but the graph's 'state' input has 16"),
-    ("gru", {"layers": "3", "hidden_size": "64"}, "layers=3 but the graph's 'state' input has 2"),
-    ("lstm", {"cell": "rnn_tanh"}, "cell='rnn_tanh' but the graph is an LSTM"),
-    ("gru", {"cell": "lstm"}, "cell='lstm' but the graph is not an LSTM"),
+    ("lstm", {"layers": "1"}, "layers=1 but the graph has 2 recurrent layers"),
+    ("lstm", {"hidden_size": "8"}, "hidden_size=8 but a recurrent layer of the graph has hidden_size 16"),
+    ("gru", {"layers": "3", "hidden_size": "64"}, "layers=3 but the graph has 2 recurrent layers"),
+    ("lstm", {"cell": "rnn_tanh"}, "cell='rnn_tanh' but the graph's recurrent layers are lstm"),
+    ("gru", {"cell": "lstm"}, "cell='lstm' but the graph's recurrent layers are gru"),
 ])
 def test_metadata_that_disagrees_with_the_graph_is_refused_on_load_not_at_the_first_call(
         tiny_models: dict[str, Path], tmp_path: Path, cell: str, changes: dict[str, str], words: str) -> None:
