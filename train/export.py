@@ -179,4 +179,13 @@ def write_with_metadata(onnx_model: onnx.ModelProto, metadata: dict[str, str], p
     onnx_model.metadata_props.extend(kept)
     for key, value in metadata.items():
         onnx_model.metadata_props.add(key=PREFIX + key, value=value)
-    atomic_write(path, onnx_model.SerializeToString())
+    atomic_write(path, onnx_model.SerializeToString(), replaces=is_seqgen_model, what="seqgen model (.onnx)")
+
+
+def is_seqgen_model(path: Path) -> bool:
+    """Whether `path` is an ONNX file with seqgen metadata: the only kind of file an export replaces."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and others: not an ONNX file at all
+        return False
+    return any(p.key.startswith(PREFIX) for p in model.metadata_props)

@@ -8,6 +8,8 @@ from seqgen.errors import SeqgenError
 
 from .files import atomic_write, read_jsonl
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def plot_run(run: Path, out: Path | None = None) -> Path:
     """Training and validation loss against step; returns the PNG's path."""
@@ -37,5 +39,11 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     out = out or run / "loss.png"
-    atomic_write(out, buffer.getvalue())
+    atomic_write(out, buffer.getvalue(), replaces=is_png, what="PNG image")
     return out
+
+
+def is_png(path: Path) -> bool:
+    """Whether `path` starts with PNG's signature: the only kind of file a plot replaces."""
+    with path.open("rb") as handle:
+        return handle.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
