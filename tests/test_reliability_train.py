@@ -21,7 +21,7 @@ from seqgen.train import checkpoint as checkpoints
 from seqgen.train import loop as loop_module
 from seqgen.train.cli import main as train_cli
 from seqgen.train.config import usable_cpus
-from seqgen.train.data import MAX_ITEM_CHARS, Items, batches, item_dataset, line_items
+from seqgen.train.data import GROUP_FLOOR, MAX_ITEM_CHARS, Items, batches, item_dataset, length_groups, line_items
 from seqgen.train.loop import EVAL_TOKENS, Interrupted, TrainingDiverged, build_dataset, evaluate
 from seqgen.train.runfolder import RUN_FILES
 
@@ -333,6 +333,36 @@ def test_items_stored_end_to_end_give_exactly_the_batches_of_padded_items() -> N
         for (x1, y1), (x2, y2) in zip(batches(stored, 32, seed=seed, epoch=seed),
                                       batches(padded, 32, seed=seed, epoch=seed), strict=True):
             assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and x1.dtype == x2.dtype
+
+
+def test_a_batch_with_one_long_item_is_split_by_length_and_gives_the_same_step(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """One long item among short ones: the step runs in groups of similar length (memory by characters), and
+    its loss, accuracy and gradients are those of the whole batch at once."""
+    items = [*NAMES * 4, "q" * MAX_ITEM_CHARS]
+    data = item_dataset(items, seed=1)
+    x, y = data.train.rows(np.arange(len(data.train)))
+    pieces = length_groups(x, y)
+    needed = sum(int(np.flatnonzero(row != -1)[-1]) + 1 for row in y)
+    assert len(pieces) > 1 and x.size > 10 * needed
+    assert max(px.size for px, _ in pieces) <= max(GROUP_FLOOR, 2 * needed)
+    assert sum(len(px) for px, _ in pieces) == len(x)
+    first = item_dataset(NAMES * 5, seed=1).train.rows(np.arange(64))
+    assert len(length_groups(*first)) == 1 and length_groups(*first)[0][0] is first[0]  # ordinary batches: as is
+
+    def step(split: bool) -> tuple[tuple[float, int, int], list[torch.Tensor]]:
+        if not split:
+            monkeypatch.setattr(loop_module, "length_groups", lambda x, y: [(x, y)])
+        run = loop_module.Run(TrainConfig(out=str(tmp_path / str(split)), cell="lstm", layers=1, hidden=16,
+                                          embedding=8, grad_clip=1e9, device="cpu", threads=1), dataset=data)
+        figures = run._train_step(x, y)
+        monkeypatch.undo()
+        return figures, [p.grad.clone() for p in run.model.parameters()]
+
+    (split_figures, split_grads), (whole_figures, whole_grads) = step(True), step(False)
+    assert split_figures[1:] == whole_figures[1:] and split_figures[0] == pytest.approx(whole_figures[0], rel=1e-5)
+    for a, b in zip(split_grads, whole_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_evaluation_batches_hold_at_most_eval_tokens_positions(monkeypatch: pytest.MonkeyPatch) -> None:

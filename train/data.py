@@ -212,6 +212,28 @@ def batches(examples: Batchable, batch_size: int, *, seed: int, epoch: int, rank
         yield examples.rows(rows)
 
 
+GROUP_FLOOR = 64 * 128
+"""Positions a training batch may pad to before it is split (the default --batch-size x --seq-len)."""
+
+
+def length_groups(inputs: np.ndarray, targets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A batch as one piece, or, where padding to its longest row would more than double the positions it
+    needs (one long item among short ones) and exceed GROUP_FLOOR, as groups of rows of similar length,
+    each padded to its own longest and holding at most max(GROUP_FLOOR, 2 x the positions needed): so a
+    step's memory follows the batch's characters, not its rows times its longest row."""
+    used = (targets != IGNORE)[:, ::-1].argmax(axis=1)
+    lengths = targets.shape[1] - used  # up to the row's last target: the positions the model must compute
+    budget = max(GROUP_FLOOR, 2 * int(lengths.sum()))
+    if targets.size <= budget:
+        return [(inputs, targets)]
+    groups: list[list[int]] = [[]]
+    for row in np.argsort(lengths, kind="stable"):
+        if groups[-1] and (len(groups[-1]) + 1) * int(lengths[row]) > budget:
+            groups.append([])
+        groups[-1].append(int(row))
+    return [_trim(inputs[rows], targets[rows]) for rows in groups]
+
+
 def steps_per_epoch(examples: Batchable, batch_size: int, world: int = 1) -> int:
     share = len(examples) // world
     return share // max(1, min(batch_size, share))

@@ -6,6 +6,7 @@ model.onnx). Under torchrun it trains with DistributedDataParallel; rank 0 alone
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,7 +28,18 @@ from seqgen.vocab import BOUNDARY, Vocabulary
 
 from . import checkpoint, runfolder
 from .config import TEXT_ONLY_SPLIT, TrainConfig, usable_cpus
-from .data import IGNORE, Dataset, Examples, batches, item_dataset, pairs, read_corpus, steps_per_epoch, text_dataset
+from .data import (
+    IGNORE,
+    Dataset,
+    Examples,
+    batches,
+    item_dataset,
+    length_groups,
+    pairs,
+    read_corpus,
+    steps_per_epoch,
+    text_dataset,
+)
 from .export import export_onnx
 from .files import append_line, atomic_write, read_jsonl, reported
 from .models import CharRNN
@@ -368,20 +380,19 @@ class Run:
         return reached
 
     def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
-        inputs, targets = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
-            logits, _ = self.parallel(inputs)
-        logits = logits.float()
-        mask = targets != IGNORE
-        loss = F.cross_entropy(logits[mask], targets[mask])
-        correct, tokens = int((logits[mask].argmax(-1) == targets[mask]).sum()), int(mask.sum())
-        value = loss.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        pieces = length_groups(x, y)  # one, unless padding would more than double the batch (see data.py)
+        tokens, value, correct = int((y != IGNORE).sum()), 0.0, 0
+        for number, (px, py) in enumerate(pieces):
+            last = number == len(pieces) - 1  # gradients of a split batch add up; DDP syncs them once, at the end
+            with contextlib.nullcontext() if last or self.world == 1 else self.parallel.no_sync():
+                loss, right = self._loss(px, py, None if len(pieces) == 1 else tokens)
+                loss.backward()
+            value, correct = value + loss.item(), correct + right
         if self.world > 1:  # every rank judges (and logs) the loss of the whole step, so all stop together
             totals = torch.tensor([value * tokens, correct, tokens], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(totals)
             value, correct, tokens = float(totals[0] / totals[2]), int(totals[1]), int(totals[2])
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         limit = 2 * math.log(self.data.vocab.size) + 1  # far worse than guessing uniformly: diverged
         if not math.isfinite(value) or not math.isfinite(float(norm)) or (self.step > 10 and value > limit):
@@ -391,6 +402,18 @@ class Run:
                 "the same steps)")
         self.optimizer.step()
         return value, correct, tokens
+
+    def _loss(self, x: np.ndarray, y: np.ndarray, of: int | None) -> tuple[torch.Tensor, int]:
+        """The mean loss of a batch (or, for a piece of a split batch, its share of the `of` targets of the
+        whole), and its correct predictions."""
+        inputs, targets = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            logits, _ = self.parallel(inputs)
+        logits = logits.float()
+        mask = targets != IGNORE
+        loss = F.cross_entropy(logits[mask], targets[mask]) if of is None else \
+            F.cross_entropy(logits[mask], targets[mask], reduction="sum") / of
+        return loss, int((logits[mask].argmax(-1) == targets[mask]).sum())
 
     def _evaluate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # a tqdm bar
         val_loss, val_accuracy = evaluate(self.model, self.data.val, self.device) if self.main else (0.0, 0.0)
