@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +67,19 @@ def contents(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-@pytest.fixture()
-def finished(corpus: Path, tmp_path: Path) -> Path:
-    """A folder holding a finished run, with its plot too."""
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def finished_once(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "run"
     train(tiny(corpus, out))
     assert seqgen_train("plot", out).exit_code == 0
     assert {p.name for p in out.iterdir()} >= set(RUN_FILES)
     return out
+
+
+@pytest.fixture()
+def finished(finished_once: Path, tmp_path: Path) -> Path:
+    """A folder holding a finished run, with its plot too (a copy of one trained run)."""
+    return Path(shutil.copytree(finished_once, tmp_path / "run"))
 
 
 def nan_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
@@ -369,7 +375,7 @@ def test_evaluation_batches_hold_at_most_eval_tokens_positions(monkeypatch: pyte
     from seqgen.train.models import CharRNN
 
     rng = np.random.default_rng(2)
-    items = [rng.integers(1, 5, size=int(rng.integers(1, 8))) for _ in range(999)] + [np.ones(MAX_ITEM_CHARS, int)]
+    items = [rng.integers(1, 5, size=int(rng.integers(1, 8))) for _ in range(199)] + [np.ones(MAX_ITEM_CHARS, int)]
     examples = line_items(items)
     model = CharRNN(5, "gru", 4, 8, 1)
     shapes: list[tuple[int, ...]] = []
