@@ -249,7 +249,7 @@ def test_fit_reports_once_under_torchrun_in_json(rank: str, tmp_path: Path, monk
     from seqgen.train import loop
 
     finished = loop.Result(tmp_path, 3, math.inf, 0.0, 0.5, "time budget", 1.0, None)  # no evaluation, no model
-    monkeypatch.setattr(loop, "train", lambda config, resume=False: finished)
+    monkeypatch.setattr(loop, "train", lambda config, resume=False, overwrite=False: finished)
     monkeypatch.setenv("RANK", rank)
     result = CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

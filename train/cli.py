@@ -114,8 +114,10 @@ def _fit_options(command):  # click decorator plumbing
 @main.command()
 @click.argument("corpus", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--resume", "resume", type=click.Path(file_okay=False), help="Continue the run in this folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run already in --out (its files stay until the new run's first checkpoint).")
 @_fit_options
-def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
+def fit(corpus: tuple[str, ...], resume: str | None, overwrite: bool, **given: object) -> None:
     """Train on CORPUS files (UTF-8 text) and export RUN/model.onnx.
 
     \b
@@ -123,11 +125,14 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
     seqgen-train fit names.txt --lines --cell gru --out runs/names
     seqgen-train fit --preset alphabet-seq2seq --out runs/alphabet
     seqgen-train fit --resume runs/small          # after an interruption
+    seqgen-train fit input.txt --out runs/small --overwrite   # a new run in place of the old one
     """
     from .loop import train  # torch loads only when training starts
     from .presets import preset_options
 
     chosen = {k: v for k, v in given.items() if v is not None}
+    if resume and overwrite:
+        raise SeqgenError("--resume continues the run in its folder and --overwrite replaces it; choose one")
     if chosen.get("forget_bias") == "torch":
         chosen["forget_bias"] = None  # TrainConfig's None: torch's own initialisation
     if resume:
@@ -150,9 +155,9 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
         base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
         config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
     try:
-        result = train(config, resume=bool(resume))
-    except KeyboardInterrupt:
-        click.echo(f"Interrupted; continue with: seqgen-train fit --resume {config.out}", err=True)
+        result = train(config, resume=bool(resume), overwrite=overwrite)
+    except KeyboardInterrupt as stop:  # train's Interrupted says what the folder holds and how to go on
+        click.echo(str(stop) or "Interrupted", err=True)
         raise
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports, as it alone writes
         return

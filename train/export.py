@@ -175,7 +175,8 @@ def export_onnx(
 
 def write_with_metadata(onnx_model: onnx.ModelProto, metadata: dict[str, str], path: str | Path) -> None:
     """Replace the model's seqgen metadata, stamp the checksum that covers it, and write it atomically."""
-    atomic_write(path, stamped(onnx_model, {k: v for k, v in metadata.items() if k != CHECKSUM_KEY}))
+    atomic_write(path, stamped(onnx_model, {k: v for k, v in metadata.items() if k != CHECKSUM_KEY}),
+                 replaces=is_seqgen_model, what="seqgen model (.onnx)")
 
 
 def stamped(onnx_model: onnx.ModelProto, metadata: dict[str, str]) -> bytes:
@@ -203,3 +204,12 @@ def restamp(path: str | Path, out: str | Path | None = None) -> dict[str, str]:
     metadata.pop(CHECKSUM_KEY, None)
     write_with_metadata(onnx_model, metadata, out or path)
     return {**metadata, CHECKSUM_KEY: file_checksum(Path(out or path).read_bytes())}
+
+
+def is_seqgen_model(path: Path) -> bool:
+    """Whether `path` is an ONNX file with seqgen metadata: the only kind of file an export replaces."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and others: not an ONNX file at all
+        return False
+    return any(p.key.startswith(PREFIX) for p in model.metadata_props)
