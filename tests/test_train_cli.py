@@ -282,7 +282,7 @@ def test_forget_bias_takes_a_number_or_torch(tmp_path: Path, monkeypatch: pytest
                                              "--out", str(tmp_path / "run")])
     assert refused.exit_code == 2 and "neither a finite number nor 'torch'" in refused.stderr
     chosen = []
-    monkeypatch.setattr("seqgen.train.loop.train", lambda config, resume: chosen.append(config) or 1 / 0)
+    monkeypatch.setattr("seqgen.train.loop.train", lambda config, **_: chosen.append(config) or 1 / 0)
     for flag, expected in (("torch", None), ("2", 2.0)):
         CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--forget-bias", flag])
         assert chosen.pop().forget_bias == expected
