@@ -158,8 +158,17 @@ def model_options(*, text: bool = False) -> Callable[[Callable[..., None]], Call
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
-def _stop_strings(_ctx: click.Context, _param: click.Parameter, stops: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(unescape(argument_text(stop, "--stop")) for stop in stops)
+def _command_line_texts(_ctx: click.Context, param: click.Parameter,
+                        value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """An option's text (or texts), refused unless UTF-8."""
+    name = param.opts[0]
+    if isinstance(value, tuple):
+        return tuple(argument_text(text, name) for text in value)
+    return None if value is None else argument_text(value, name)
+
+
+def _stop_strings(ctx: click.Context, param: click.Parameter, stops: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(map(unescape, _command_line_texts(ctx, param, stops)))  # type: ignore[arg-type]
 
 
 SAMPLING_FLAGS = {  # one per field of seqgen.Sampling: a new sampling option adds its flag here
@@ -176,6 +185,13 @@ SAMPLING_FLAGS = {  # one per field of seqgen.Sampling: a new sampling option ad
                          help="Stop before this text (repeatable; never printed). \\n, \\t, \\r and \\\\ are "
                               "understood."),
     "seed": click.option("--seed", type=int, help="Random seed, for reproducible samples."),
+    "allowed": click.option("--allowed", metavar="CHARS", callback=_command_line_texts,
+                            help="Generate only these characters."),
+    "banned": click.option("--ban", "banned", multiple=True, metavar="WORD", callback=_command_line_texts,
+                           help="Never generate this word, not even across the prompt boundary (repeatable)."),
+    "pattern": click.option("--pattern", metavar="REGEX", callback=_command_line_texts,
+                            help="A regular expression the whole new text fully matches (needs seqgen[constrain]); "
+                                 "see docs/constrained.md."),
 }
 
 
@@ -314,12 +330,17 @@ def generate(prompt: str, max_new_chars: int, sampling: Sampling, num_samples: i
             click.echo(piece, nl=False)
         click.echo()
         return
-    if num_samples == 1:
-        samples = [model.generate(prompt, max_new_chars, sampling=sampling)]
-    else:
-        samples = model.generate_batch([prompt] * num_samples, max_new_chars, sampling=sampling)
+    from .generate import generate_texts  # here, not at the top: it imports numpy
+    from .sampling import Sampler
+
+    sampler = Sampler(sampling)
+    samples = generate_texts(model, [prompt] * num_samples, max_new_chars, sampler)
     if as_json:
-        _print_json({"prompt": prompt, "samples": samples})
+        report: dict[str, object] = {"prompt": prompt, "samples": samples}
+        if sampling.constrained:  # per character: the share of the model's probability the constraints kept
+            report["kept"] = [[float(step[row]) for step in sampler.kept[: len(sample)]]
+                              for row, sample in enumerate(samples)]
+        _print_json(report)
     else:
         click.echo(("\n" if model.file.line_items else "\n\n").join(head + sample for sample in samples))
 

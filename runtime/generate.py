@@ -91,3 +91,13 @@ def stream_rows(session: Session, max_new_chars: int, sampler: Sampler) -> Itera
             break
     if matchers is not None:
         yield [m.flush() for m in matchers]
+
+
+def generate_texts(model: Model, prompts: Sequence[str], max_new_chars: int, sampler: Sampler) -> list[str]:
+    """New text for each prompt, all rows stepped together; `sampler.kept` then holds the constraints' kept mass."""
+    max_new_chars = check_length(max_new_chars)
+    texts: list[list[str]] = [[] for _ in prompts]
+    for pieces in stream_rows(prompt_session(model, prompts), max_new_chars, sampler):
+        for text, piece in zip(texts, pieces):
+            text.append(piece)
+    return ["".join(t) for t in texts]

@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from . import modelfile
 from .errors import SeqgenError
-from .generate import check_length, prompt_session, stream_rows
+from .generate import check_length, generate_texts, prompt_session, stream_rows
 from .modelfile import PREFIX
 from .sampling import Sampler, Sampling
 from .sampling import options as sampling_options
@@ -170,12 +170,7 @@ class Model:
             raise SeqgenError("generate_batch takes a list of prompts; for one prompt use generate")
         if not prompts:
             return []
-        sampler, max_new_chars = Sampler(sampling_options(sampling, options)), check_length(max_new_chars)
-        texts: list[list[str]] = [[] for _ in prompts]
-        for pieces in stream_rows(prompt_session(self, prompts), max_new_chars, sampler):
-            for text, piece in zip(texts, pieces):
-                text.append(piece)
-        return ["".join(t) for t in texts]
+        return generate_texts(self, prompts, max_new_chars, Sampler(sampling_options(sampling, options)))
 
     # -- scoring -----------------------------------------------------------------------------
 

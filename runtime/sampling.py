@@ -7,15 +7,19 @@ stream, to the next-token logits of a Session's rows, in this fixed order:
      may end an item (its boundary token is its end)
   2. repetition penalty: tokens among the last PENALTY_WINDOW (prompt included) made less likely, by
      llama.cpp's rule; the end of an item is never penalised
-  3. temperature: 0 (or below GREEDY_BELOW) takes the most likely token, and stages 4-7 do not apply
-  4. top-k: only the k most likely tokens stay (top-k and temperature commute: it is an order cut)
-  5. min-p: tokens whose tempered weight is below min_p times the best one's are dropped
-  6. top-p: the smallest set of the most likely tokens holding top_p of the tempered mass stays
-  7. the draw: one uniform number per row from the sampler's stream (drawn in blocks, which yields
+  3. constraints (allowed, banned, pattern; seqgen.constrain): tokens after which no accepted text fits in
+     the characters left are masked; the end token is offered only where the text is accepted (for a
+     running-text model, only where it cannot grow). The probability mass kept is recorded in `kept`
+  4. temperature: 0 (or below GREEDY_BELOW) takes the most likely token, and stages 5-8 do not apply
+  5. top-k: only the k most likely tokens stay (top-k and temperature commute: it is an order cut)
+  6. min-p: tokens whose tempered weight is below min_p times the best one's are dropped
+  7. top-p: the smallest set of the most likely tokens holding top_p of the tempered mass stays
+  8. the draw: one uniform number per row from the sampler's stream (drawn in blocks, which yields
      exactly the numbers one draw per token would), so a seed fixes the text
 
 A Session feeds and steps; it never shapes logits itself. Adding an option means a field of `Sampling`
-with its check, and its stage in `Sampler`, here; plus its flag in cli.py.
+with its check, and its stage in `Sampler`, here (a large stage in a module of its own, as the constraints);
+plus its flag in cli.py.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .errors import SeqgenError
 from .vocab import BOUNDARY
 
 if TYPE_CHECKING:
+    from .constrain import Automaton
     from .session import Session
 
 GREEDY_BELOW = 1e-30
@@ -39,7 +44,12 @@ PENALTY_WINDOW = 64
 """How many recent tokens (prompt and generated) the repetition penalty looks at."""
 MAX_STOPS = 64
 MAX_STOP_CHARS = 1_000
+MAX_BANNED = 1_000
+MAX_BANNED_CHARS = 100
+MAX_ALLOWED_CHARS = 100_000
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+NO_LIMIT = 2**31 - 2
+"""The characters left when a sampler is used without a length limit (Session.sample alone)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,9 @@ class Sampling:
     which also turns an unknown name into a SeqgenError (use it on options that come from outside, such as a
     request). temperature 0 is greedy; top_k, top_p and min_p None are off; repetition_penalty 1 is off;
     seed None draws fresh entropy; stop is one text or several (normalised to a tuple), never emitted.
+    Constraints (docs/constrained.md): `allowed`, the only characters to generate (normalised to sorted unique
+    ones); `banned`, words never generated, not even across the prompt boundary; `pattern`, a regular
+    expression the whole generated text fully matches (needs the `constrain` extra).
     Integers are Python or numpy integers (not bools) and reals finite (seqgen.checks), else SeqgenError.
     """
 
@@ -60,6 +73,9 @@ class Sampling:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    allowed: str | None = None
+    banned: tuple[str, ...] = ()
+    pattern: str | None = None
 
     def __post_init__(self) -> None:
         def fix(name: str, value: object) -> None:
@@ -73,6 +89,17 @@ class Sampling:
         fix("repetition_penalty", checks.real("repetition_penalty", self.repetition_penalty, 0, above=True))
         fix("seed", checks.seed(self.seed))
         fix("stop", texts("stop strings", self.stop, MAX_STOPS, MAX_STOP_CHARS))
+        if self.allowed is not None:
+            if not isinstance(self.allowed, str) or not 0 < len(self.allowed) <= MAX_ALLOWED_CHARS:
+                raise SeqgenError(f"allowed must be a non-empty text of at most {MAX_ALLOWED_CHARS} characters (the "
+                                  f"characters to allow), got {self.allowed!r:.80}")
+            fix("allowed", "".join(sorted(set(self.allowed))))
+        fix("banned", texts("banned words", self.banned, MAX_BANNED, MAX_BANNED_CHARS))
+        if self.pattern is not None:
+            from . import pattern  # here: only a pattern needs it (and its optional engine)
+
+            fix("pattern", pattern.check(self.pattern))
+            pattern.load_engine()
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> Sampling:
@@ -82,6 +109,11 @@ class Sampling:
         if unknown:
             raise SeqgenError(f"unknown sampling option {unknown[0]!r}; the options are {', '.join(names)}")
         return cls(**kwargs)  # type: ignore[arg-type]
+
+    @property
+    def constrained(self) -> bool:
+        """Whether any constraint (allowed, banned, pattern) is set: then stage 3 runs."""
+        return self.allowed is not None or bool(self.banned) or self.pattern is not None
 
     @property
     def greedy(self) -> bool:
@@ -140,7 +172,8 @@ class Sampler:
     `Session.sample(sampler)` runs every stage on the session's rows. To give each row of a batch its own
     options and random stream (a server batching requests), pass Session.sample one Sampler per row: each
     row is then drawn exactly as that request alone at batch 1 would be. `rng` (a numpy Generator or a
-    seed) overrides the options' seed.
+    seed) overrides the options' seed. With constraints, `kept` lists, per step, the probability mass
+    ([rows]) of the model's distribution (after stages 1-2) that the constraints kept.
     """
 
     BLOCK = 256
@@ -155,12 +188,28 @@ class Sampler:
         self._next = 0
         self._session: Session | None = None
         self._rows = slice(None)
+        self._automaton: Automaton | None = None
+        self.kept: list[np.ndarray] = []
 
     def start(self, session: Session, max_new_chars: int | None = None, row: int | None = None) -> None:
         """Bind the sampler to `session` (all rows, or one `row`), whose text so far is the prompt, for at most
-        `max_new_chars` new characters (None: no limit). `choose` does this itself on first use."""
+        `max_new_chars` new characters (None: no limit). `choose` does this itself on first use. Constraints
+        that no text can meet in that length are refused here, before anything is generated."""
         self._session = session
         self._rows = slice(None) if row is None else slice(row, row + 1)
+        session.current()  # a fresh session feeds its boundary token first
+        if not self.options.constrained:
+            return
+        from .constrain import compile_constraints, refuse_impossible  # here: only constraints need them
+
+        options = self.options
+        self._automaton = compile_constraints(session.model.vocab.chars, options.allowed, options.banned,
+                                              options.pattern, options.stop)
+        self._states = np.array([self._automaton.start(text) for text in session.text[self._rows]], np.int64)
+        self._seen = self._begun = session.tokens.shape[1]
+        self._limit = NO_LIMIT if max_new_chars is None else max_new_chars
+        refuse_impossible(self._automaton, self._states, self._limit, options, session.model.vocab.chars)
+        self.kept = []
 
     def choose(self, session: Session, row: int | None = None) -> np.ndarray:
         """The next token ids ([rows]) of the bound rows of `session`, through every stage in order."""
@@ -168,25 +217,63 @@ class Sampler:
         if session is not self._session or rows != self._rows:
             self.start(session, None, row)
         logits = session.current()[rows]  # worked on in place: the session's next step replaces it
-        mask_end(logits, session.model.file.line_items)
-        return self(logits, session.tokens[rows])
+        line_items = session.model.file.line_items
+        mask_end(logits, line_items)
+        history = session.tokens[rows]
+        self._penalize(logits, history)
+        if self._automaton is not None:
+            self._constrain(logits, history, line_items)
+        return self._draw_rows(logits)
 
     def __call__(self, logits: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
         """Token ids ([batch] int64) for `logits` ([batch, vocab], changed in place; masked tokens -inf): stages
-        2-7. `history` ([batch, time] ids, oldest first) is what the repetition penalty looks at; a penalty
-        without it is refused, never silently skipped. The end rule needs the model: use Session.sample."""
+        2 and 4-8. `history` ([batch, time] ids, oldest first) is what the repetition penalty looks at; a penalty
+        without it is refused, never silently skipped. The end rule and constraints need the model and the
+        text: use Session.sample."""
+        if self.options.constrained:
+            raise SeqgenError("constraints need the model's vocabulary and the text so far: sample through "
+                              "Session.sample or generate")
+        self._penalize(logits, history)
+        return self._draw_rows(logits)
+
+    def _penalize(self, logits: np.ndarray, history: np.ndarray | None) -> None:
         penalty = self.options.repetition_penalty
         if penalty != 1.0:
             if history is None:
                 raise SeqgenError("repetition_penalty needs the token history: pass history=, or sample through "
                                   "Session.sample / generate")
             penalize(logits, history[:, -PENALTY_WINDOW:], penalty)
+
+    def _constrain(self, logits: np.ndarray, history: np.ndarray, line_items: bool) -> None:
+        """Stage 3, in place: mask what cannot lead to an accepted text in the characters left; record `kept`."""
+        automaton, states = self._automaton, self._states
+        for column in range(self._seen, history.shape[1]):  # the tokens added since the last call
+            states = automaton.advance(states, history[:, column])  # type: ignore[union-attr]
+        self._states, self._seen = states, history.shape[1]
+        left = self._limit - (self._seen - self._begun)
+        active = states >= 0  # rows that have not ended
+        offered = automaton.steps[np.where(active, states, 0)] <= left  # type: ignore[union-attr]
+        can_end = active & automaton.accepting[np.where(active, states, 0)] & (  # type: ignore[union-attr]
+            line_items | ~offered.any(axis=1))
+        offered[:, BOUNDARY] = can_end
+        if not offered[active].any(axis=1).all():  # only text fed by hand can lead here
+            raise SeqgenError("no character can continue this text within the constraints and the characters left; "
+                              "the text fed since sampling began does not fit them: start a new Sampler")
+        offered[~active] = np.isfinite(logits[~active])
+        scaled = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float64)
+        self.kept.append((scaled * offered).sum(axis=1) / scaled.sum(axis=1))
+        if not line_items:  # a running text ends only where its match cannot grow: the end is then the one choice
+            logits[can_end, BOUNDARY] = 0.0
+        logits[~offered] = -np.inf
+
+    def _draw_rows(self, logits: np.ndarray) -> np.ndarray:
+        """Stages 4-8 for every row."""
         if self.options.greedy:
             return logits.argmax(axis=1)
         return np.fromiter((self._draw(row) for row in logits), np.int64, count=len(logits))
 
     def _draw(self, row: np.ndarray) -> int:
-        """Stages 3-7 for one row: temperature, top-k, min-p, top-p, and one uniform number."""
+        """Stages 4-8 for one row: temperature, top-k, min-p, top-p, and one uniform number."""
         options = self.options
         order = (-row).argsort(kind="stable")
         if options.top_k is not None:
