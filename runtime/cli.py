@@ -333,7 +333,7 @@ def generate(prompt: str, max_new_chars: int, sampling: Sampling, num_samples: i
     from .generate import generate_texts  # here, not at the top: it imports numpy
     from .sampling import Sampler
 
-    sampler = Sampler(sampling)
+    sampler = Sampler(sampling, report_kept=as_json)
     samples = generate_texts(model, [prompt] * num_samples, max_new_chars, sampler)
     if as_json:
         report: dict[str, object] = {"prompt": prompt, "samples": samples}

@@ -22,14 +22,15 @@ from .vocab import BOUNDARY
 if TYPE_CHECKING:
     from .sampling import Sampling
 
-MAX_STATES = 50_000
-"""Most automaton states one set of constraints may need (memory: states x vocabulary x 8 bytes)."""
+MAX_CELLS = 4_000_000
+"""Most automaton states times vocabulary size one set of constraints may need (9 bytes a cell: ~36 MB)."""
 NEVER = np.iinfo(np.int32).max
 """Distance of a state from which no accepted text can be reached."""
 
 
 class Trie:
-    """Aho-Corasick matching of a few words: a state is the longest suffix of the text that starts a word."""
+    """Matching a few words at once: a state is the longest suffix of the text that starts a word (Aho-Corasick's
+    states, found by looking suffixes up, since words are short)."""
 
     def __init__(self, words: Sequence[str]) -> None:
         self.words = set(words)
@@ -62,16 +63,35 @@ class Automaton:
         safe = np.where(next_ >= 0, next_, 0)
         self.steps = np.where((next_ >= 0) & (self.distance[safe] < NEVER), self.distance[safe] + 1, NEVER)
         self.steps = self.steps.astype(np.int32)
+        # per state, for the per-step lookup: what is refused with room to spare, and from how many characters
+        # left on that holds; whether the text can grow at all; whether it is accepted (as Python values)
+        self.refused = self.steps == NEVER
+        self.roomy = np.where(self.refused, 0, self.steps).max(axis=1).tolist()
+        self.grows = (~self.refused).any(axis=1).tolist()
+        self.accepting_states = accepting.tolist()
         self._starts = starts
         self._start_of = start_of
 
-    def advance(self, states: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """Each row's state ([rows]; -1 once ended) after one more token ([rows]); the end token ends a row."""
-        active = (states >= 0) & (tokens != BOUNDARY)
-        following = self.next[np.where(active, states, 0), tokens]
-        if (active & (following < 0)).any():
-            raise SeqgenError("text fed after sampling began breaks the constraints; start a new Sampler for it")
-        return np.where(active, following, -1)
+    def refused_within(self, state: int, left: int) -> tuple[np.ndarray, bool]:
+        """The tokens ([vocab] bool; the end token always among them) after which no accepted text fits in
+        `left` characters, and whether any token is not refused."""
+        if left >= self.roomy[state]:
+            return self.refused[state], self.grows[state]
+        refused = self.steps[state] > left
+        return refused, not refused.all()
+
+    def advance(self, states: list[int], tokens: np.ndarray) -> list[int]:
+        """Each row's state (-1 once ended) after one more token per row; the end token ends a row."""
+        following = []
+        for state, token in zip(states, tokens.tolist()):
+            if state < 0 or token == BOUNDARY:
+                following.append(-1)
+                continue
+            state = self.next.item(state, token)
+            if state < 0:
+                raise SeqgenError("text fed after sampling began breaks the constraints; start a new Sampler for it")
+            following.append(state)
+        return following
 
     def start(self, text: str) -> int:
         """The state of a row whose text before generation is `text` (only its tail matters)."""
@@ -196,9 +216,9 @@ def _explore(begin: list[Hashable], moves: Callable[[Hashable], list[Hashable | 
         row = []
         for target in moves(queue.popleft()):
             if target is not None and target not in index:
-                if len(order) >= MAX_STATES:
-                    raise SeqgenError(f"the constraints need more than {MAX_STATES} automaton states; use a simpler "
-                                      "pattern, or fewer banned words or stop strings")
+                if len(order) * width >= MAX_CELLS:
+                    raise SeqgenError(f"the constraints need more than {MAX_CELLS // width} automaton states for "
+                                      "this vocabulary; use a simpler pattern, or fewer banned words or stop strings")
                 index[target] = len(order)
                 order.append(target)
                 queue.append(target)

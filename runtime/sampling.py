@@ -172,13 +172,14 @@ class Sampler:
     `Session.sample(sampler)` runs every stage on the session's rows. To give each row of a batch its own
     options and random stream (a server batching requests), pass Session.sample one Sampler per row: each
     row is then drawn exactly as that request alone at batch 1 would be. `rng` (a numpy Generator or a
-    seed) overrides the options' seed. With constraints, `kept` lists, per step, the probability mass
-    ([rows]) of the model's distribution (after stages 1-2) that the constraints kept.
+    seed) overrides the options' seed. With constraints and `report_kept`, `kept` lists, per step, the
+    probability mass ([rows]) of the model's distribution (after stages 1-2) that the constraints kept.
     """
 
     BLOCK = 256
 
-    def __init__(self, options: Sampling | None = None, rng: np.random.Generator | int | None = None) -> None:
+    def __init__(self, options: Sampling | None = None, rng: np.random.Generator | int | None = None, *,
+                 report_kept: bool = False) -> None:
         self.options = options or Sampling()
         if not isinstance(self.options, Sampling):
             raise SeqgenError(f"Sampler takes a seqgen.Sampling, got {type(self.options).__name__}")
@@ -189,7 +190,7 @@ class Sampler:
         self._session: Session | None = None
         self._rows = slice(None)
         self._automaton: Automaton | None = None
-        self.kept: list[np.ndarray] = []
+        self.kept: list[np.ndarray] | None = [] if report_kept else None
 
     def start(self, session: Session, max_new_chars: int | None = None, row: int | None = None) -> None:
         """Bind the sampler to `session` (all rows, or one `row`), whose text so far is the prompt, for at most
@@ -205,11 +206,11 @@ class Sampler:
         options = self.options
         self._automaton = compile_constraints(session.model.vocab.chars, options.allowed, options.banned,
                                               options.pattern, options.stop)
-        self._states = np.array([self._automaton.start(text) for text in session.text[self._rows]], np.int64)
+        self._states = [self._automaton.start(text) for text in session.text[self._rows]]
         self._seen = self._begun = session.tokens.shape[1]
         self._limit = NO_LIMIT if max_new_chars is None else max_new_chars
-        refuse_impossible(self._automaton, self._states, self._limit, options, session.model.vocab.chars)
-        self.kept = []
+        refuse_impossible(self._automaton, np.array(self._states), self._limit, options, session.model.vocab.chars)
+        self.kept = None if self.kept is None else []
 
     def choose(self, session: Session, row: int | None = None) -> np.ndarray:
         """The next token ids ([rows]) of the bound rows of `session`, through every stage in order."""
@@ -246,25 +247,30 @@ class Sampler:
 
     def _constrain(self, logits: np.ndarray, history: np.ndarray, line_items: bool) -> None:
         """Stage 3, in place: mask what cannot lead to an accepted text in the characters left; record `kept`."""
-        automaton, states = self._automaton, self._states
+        automaton = self._automaton
         for column in range(self._seen, history.shape[1]):  # the tokens added since the last call
-            states = automaton.advance(states, history[:, column])  # type: ignore[union-attr]
-        self._states, self._seen = states, history.shape[1]
+            self._states = automaton.advance(self._states, history[:, column])  # type: ignore[union-attr]
+        self._seen = history.shape[1]
         left = self._limit - (self._seen - self._begun)
-        active = states >= 0  # rows that have not ended
-        offered = automaton.steps[np.where(active, states, 0)] <= left  # type: ignore[union-attr]
-        can_end = active & automaton.accepting[np.where(active, states, 0)] & (  # type: ignore[union-attr]
-            line_items | ~offered.any(axis=1))
-        offered[:, BOUNDARY] = can_end
-        if not offered[active].any(axis=1).all():  # only text fed by hand can lead here
-            raise SeqgenError("no character can continue this text within the constraints and the characters left; "
-                              "the text fed since sampling began does not fit them: start a new Sampler")
-        offered[~active] = np.isfinite(logits[~active])
-        scaled = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float64)
-        self.kept.append((scaled * offered).sum(axis=1) / scaled.sum(axis=1))
-        if not line_items:  # a running text ends only where its match cannot grow: the end is then the one choice
-            logits[can_end, BOUNDARY] = 0.0
-        logits[~offered] = -np.inf
+        kept = []
+        for row, state in zip(logits, self._states):  # one row at a time: a few scalar lookups and one mask
+            if state < 0:  # the row has ended; what it draws now is never used
+                kept.append(1.0)
+                continue
+            refused, grows = automaton.refused_within(state, left)  # type: ignore[union-attr]
+            end = automaton.accepting_states[state] and (line_items or not grows)  # type: ignore[union-attr]
+            if not (grows or end):  # only text fed by hand can lead here
+                raise SeqgenError("no character can continue this text within the constraints and the characters "
+                                  "left; the text fed since sampling began does not fit them: start a new Sampler")
+            boundary = row[BOUNDARY]
+            if self.kept is not None:
+                weights = np.exp(row - row.max(), dtype=np.float64)
+                kept.append((weights[~refused].sum() + (weights[BOUNDARY] if end else 0.0)) / weights.sum())
+            row[refused] = -np.inf
+            if end:  # a running text ends only where its match cannot grow: the end is then the one choice
+                row[BOUNDARY] = boundary if line_items else 0.0
+        if self.kept is not None:
+            self.kept.append(np.array(kept))
 
     def _draw_rows(self, logits: np.ndarray) -> np.ndarray:
         """Stages 4-8 for every row."""

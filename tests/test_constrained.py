@@ -146,7 +146,7 @@ def test_kept_mass_is_the_model_probability_of_the_offered_characters(models: di
     session = model.session()
     session.feed("the ")
     expected = sum(p for c, p in model.predict("the ", k=model.vocab.size) if c in "aeiou")
-    sampler = Sampler(Sampling(allowed="aeiou", seed=1))
+    sampler = Sampler(Sampling(allowed="aeiou", seed=1), report_kept=True)
     session.sample(sampler)
     assert np.isclose(sampler.kept[0][0], expected, rtol=1e-5)
     result = run("generate", "the ", "-n", 6, "--allowed", "aeiou", "--seed", 1, "--num-samples", 2, "--json",
