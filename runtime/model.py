@@ -148,7 +148,8 @@ class Model:
         """Yield new text as it is made (stop strings are never emitted).
 
         The options are those of seqgen.Sampling (temperature, top_k, top_p, min_p, repetition_penalty, seed,
-        stop), given as keywords or as one `sampling=Sampling(...)`; they are checked before any text is made.
+        stop, and the constraints allowed, banned, pattern), given as keywords or as one `sampling=Sampling(...)`;
+        they are checked, and impossible constraints refused, before any text is made.
         """
         sampler, max_new_chars = Sampler(sampling_options(sampling, options)), check_length(max_new_chars)
         for pieces in stream_rows(prompt_session(self, [prompt]), max_new_chars, sampler):

@@ -170,8 +170,9 @@ class Sampler:
     """The pipeline above with its own stream of random numbers: turns next-token logits into token ids.
 
     `Session.sample(sampler)` runs every stage on the session's rows. To give each row of a batch its own
-    options and random stream (a server batching requests), pass Session.sample one Sampler per row: each
-    row is then drawn exactly as that request alone at batch 1 would be. `rng` (a numpy Generator or a
+    options and random stream (a server batching requests), bind one Sampler per row with
+    `sampler.start(session, max_new_chars, row=r)` and pass Session.sample the list of them: each row is
+    then drawn exactly as that request alone at batch 1 would be. `rng` (a numpy Generator or a
     seed) overrides the options' seed. With constraints and `report_kept`, `kept` lists, per step, the
     probability mass ([rows]) of the model's distribution (after stages 1-2) that the constraints kept.
     """
@@ -189,7 +190,9 @@ class Sampler:
         self._next = 0
         self._session: Session | None = None
         self._rows = slice(None)
-        self._automaton: Automaton | None = None
+        self._automaton: Automaton | None = None  # with constraints, after start: the rows' states and counts
+        self._states: list[int] = []
+        self._seen = self._begun = self._limit = 0
         self.kept: list[np.ndarray] | None = [] if report_kept else None
 
     def start(self, session: Session, max_new_chars: int | None = None, row: int | None = None) -> None:
