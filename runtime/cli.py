@@ -27,6 +27,7 @@ from .errors import SeqgenError
 
 if TYPE_CHECKING:
     from .model import Model
+    from .sampling import Sampling
 
 UNKNOWN_POLICIES = ("error", "skip", "replace")
 """As seqgen.vocab.UNKNOWN_POLICIES, written out because importing seqgen.vocab pulls in numpy."""
@@ -163,6 +164,58 @@ def model_options(*, text: bool = False) -> Callable[[Callable[..., None]], Call
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
+def _command_line_texts(_ctx: click.Context, param: click.Parameter,
+                        value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """An option's text (or texts), refused unless UTF-8."""
+    name = param.opts[0]
+    if isinstance(value, tuple):
+        return tuple(argument_text(text, name) for text in value)
+    return None if value is None else argument_text(value, name)
+
+
+def _stop_strings(ctx: click.Context, param: click.Parameter, stops: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(map(unescape, _command_line_texts(ctx, param, stops)))  # type: ignore[arg-type]
+
+
+SAMPLING_FLAGS = {  # one per field of seqgen.Sampling: a new sampling option adds its flag here
+    "temperature": click.option("--temperature", type=float, default=1.0, show_default=True,
+                                help="0 is greedy; higher is wilder."),
+    "top_k": click.option("--top-k", type=int, help="Sample only from the K most likely characters."),
+    "top_p": click.option("--top-p", type=float,
+                          help="Sample only from the smallest set holding this much probability."),
+    "min_p": click.option("--min-p", type=float,
+                          help="Drop characters less likely than this times the most likely one."),
+    "repetition_penalty": click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
+                                       help="Above 1 avoids repeats."),
+    "stop": click.option("--stop", multiple=True, metavar="S", callback=_stop_strings,
+                         help="Stop before this text (repeatable; never printed). \\n, \\t, \\r and \\\\ are "
+                              "understood."),
+    "seed": click.option("--seed", type=int, help="Random seed, for reproducible samples."),
+    "allowed": click.option("--allowed", metavar="CHARS", callback=_command_line_texts,
+                            help="Generate only these characters."),
+    "banned": click.option("--ban", "banned", multiple=True, metavar="WORD", callback=_command_line_texts,
+                           help="Never generate this word, not even across the prompt boundary (repeatable)."),
+    "pattern": click.option("--pattern", metavar="REGEX", callback=_command_line_texts,
+                            help="A regular expression the whole new text fully matches (needs seqgen[constrain]); "
+                                 "see docs/constrained.md."),
+}
+
+
+def sampling_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The sampling flags, gathered once into one seqgen.Sampling that the command receives as `sampling`."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        from .sampling import Sampling  # here, not at the top: it imports numpy
+
+        chosen = {name: kwargs.pop(name) for name in SAMPLING_FLAGS}
+        command(*args, sampling=Sampling.from_kwargs(**chosen), **kwargs)
+
+    for option in reversed(SAMPLING_FLAGS.values()):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 # -- reading and printing ----------------------------------------------------------------------
 
 
@@ -189,10 +242,15 @@ def text_argument(value: str) -> str:
     """A text given on the command line, or stdin for `-` without the one trailing newline `echo` adds."""
     if value == "-":
         return read_file("-").removesuffix("\n")
+    return argument_text(value, "the text argument")
+
+
+def argument_text(value: str, name: str) -> str:
+    """A command-line text, refused unless it is UTF-8 (other bytes reach argv as lone surrogates)."""
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:  # bytes that are not UTF-8 reach argv as lone surrogates (surrogateescape)
-        return _decode(os.fsencode(value), "the text argument")
+    except UnicodeEncodeError:
+        return _decode(os.fsencode(value), name)
     return value
 
 
@@ -248,14 +306,7 @@ def predict(text: str, k: int, as_json: bool, choice: ModelChoice) -> None:
 @main.command()
 @click.argument("prompt", default="")
 @click.option("-n", "--max-new-chars", type=int, default=200, show_default=True, help="Most characters to add.")
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="0 is greedy; higher is wilder.")
-@click.option("--top-k", type=int, help="Sample only from the K most likely characters.")
-@click.option("--top-p", type=float, help="Sample only from the smallest set holding this much probability.")
-@click.option("--min-p", type=float, help="Drop characters less likely than this times the most likely one.")
-@click.option("--repetition-penalty", type=float, default=1.0, show_default=True, help="Above 1 avoids repeats.")
-@click.option("--stop", multiple=True, metavar="S", callback=lambda _ctx, _param, stops: tuple(map(unescape, stops)),
-              help="Stop before this text (repeatable; never printed). \\n, \\t, \\r and \\\\ are understood.")
-@click.option("--seed", type=int, help="Random seed, for reproducible samples.")
+@sampling_options
 @click.option("--num-samples", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True,
               help=f"How many samples to make, 1..{MAX_BATCH} (made together as one batch).")
 @click.option("--show-prompt/--no-show-prompt", default=False, show_default=True,
@@ -264,9 +315,8 @@ def predict(text: str, k: int, as_json: bool, choice: ModelChoice) -> None:
               help="Mark each sample found among FILE's lines (e.g. the training names) and count the new ones.")
 @json_option
 @model_options(text=True)
-def generate(prompt: str, max_new_chars: int, temperature: float, top_k: int | None, top_p: float | None,
-             min_p: float | None, repetition_penalty: float, stop: tuple[str, ...], seed: int | None,
-             num_samples: int, show_prompt: bool, known: str | None, as_json: bool, choice: ModelChoice) -> None:
+def generate(prompt: str, max_new_chars: int, sampling: Sampling, num_samples: int, show_prompt: bool,
+             known: str | None, as_json: bool, choice: ModelChoice) -> None:
     """New text after PROMPT, printed as it is made.
 
     Samples of a running-text model are separated by a blank line; a line-item model's are one per line.
@@ -277,34 +327,36 @@ def generate(prompt: str, max_new_chars: int, temperature: float, top_k: int | N
     prompt = text_argument(prompt)
     if known is not None:
         report_known(model, prompt, max_new_chars, num_samples, set(read_file(known).splitlines()), as_json,
-                     {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
-                      "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed})
+                     sampling)
         return
-    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
-                "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed}
     head = prompt if show_prompt else ""
     if num_samples == 1 and not as_json:
-        pieces = model.stream(prompt, max_new_chars, **sampling)
+        pieces = model.stream(prompt, max_new_chars, sampling=sampling)
         first = next(pieces, "")  # the options are checked here, so an error comes before any output
         click.echo(head + first, nl=False)
         for piece in pieces:
             click.echo(piece, nl=False)
         click.echo()
         return
-    if num_samples == 1:
-        samples = [model.generate(prompt, max_new_chars, **sampling)]
-    else:
-        samples = model.generate_batch([prompt] * num_samples, max_new_chars, **sampling)
+    from .generate import generate_texts  # here, not at the top: it imports numpy
+    from .sampling import Sampler
+
+    sampler = Sampler(sampling, report_kept=as_json)
+    samples = generate_texts(model, [prompt] * num_samples, max_new_chars, sampler)
     if as_json:
-        _print_json({"prompt": prompt, "samples": samples})
+        report: dict[str, object] = {"prompt": prompt, "samples": samples}
+        if sampling.constrained:  # per character: the share of the model's probability the constraints kept
+            report["kept"] = [[float(step[row]) for step in sampler.kept[: len(sample)]]
+                              for row, sample in enumerate(samples)]
+        _print_json(report)
     else:
         click.echo(("\n" if model.file.line_items else "\n\n").join(head + sample for sample in samples))
 
 
 def report_known(model: Model, prompt: str, max_new_chars: int, num_samples: int, known: set[str], as_json: bool,
-                 sampling: dict[str, object]) -> None:
+                 sampling: Sampling) -> None:
     """makemore's in/out-of-training report: each sample (prompt included) marked known or new."""
-    samples = [prompt + s for s in model.generate_batch([prompt] * num_samples, max_new_chars, **sampling)]
+    samples = [prompt + s for s in model.generate_batch([prompt] * num_samples, max_new_chars, sampling=sampling)]
     flags = [sample in known for sample in samples]
     if as_json:
         _print_json({"prompt": prompt, "samples": samples, "known": flags, "new": flags.count(False)})

@@ -14,8 +14,9 @@ import onnxruntime as ort
 
 from . import checks, modelfile
 from .errors import SeqgenError
-from .generate import check_length, prompt_session, stop_strings, stream_rows
+from .generate import check_length, generate_texts, prompt_session, stream_rows
 from .sampling import Sampler, Sampling
+from .sampling import options as sampling_options
 from .session import Session
 from .vocab import IGNORE, frame_items
 
@@ -155,57 +156,35 @@ class Model:
 
     # -- generation --------------------------------------------------------------------------
 
-    def stream(
-        self,
-        prompt: str = "",
-        max_new_chars: int = 200,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-    ) -> Iterator[str]:
-        """Yield new text as it is made (stop strings are never emitted)."""
-        options = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
-        stops, max_new_chars = stop_strings(stop), check_length(max_new_chars)
-        session = prompt_session(self, [prompt])
-        for pieces in stream_rows(session, max_new_chars, Sampler(options, seed), stops):
+    def stream(self, prompt: str = "", max_new_chars: int = 200, *, sampling: Sampling | None = None,
+               **options: object) -> Iterator[str]:
+        """Yield new text as it is made (stop strings are never emitted).
+
+        The options are those of seqgen.Sampling (temperature, top_k, top_p, min_p, repetition_penalty, seed,
+        stop, and the constraints allowed, banned, pattern), given as keywords or as one `sampling=Sampling(...)`;
+        they are checked, and impossible constraints refused, before any text is made.
+        """
+        sampler, max_new_chars = Sampler(sampling_options(sampling, options)), check_length(max_new_chars)
+        for pieces in stream_rows(prompt_session(self, [prompt]), max_new_chars, sampler):
             if pieces[0]:
                 yield pieces[0]
 
-    def generate(self, prompt: str = "", max_new_chars: int = 200, **sampling: object) -> str:
+    def generate(self, prompt: str = "", max_new_chars: int = 200, *, sampling: Sampling | None = None,
+                 **options: object) -> str:
         """New text after `prompt` (the prompt itself is not included). Options as in `stream`."""
-        return "".join(self.stream(prompt, max_new_chars, **sampling))  # type: ignore[arg-type]
+        return "".join(self.stream(prompt, max_new_chars, sampling=sampling, **options))
 
-    def generate_batch(
-        self,
-        prompts: Sequence[str],
-        max_new_chars: int = 200,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-    ) -> list[str]:
-        """New text for each prompt, all sequences advanced together by one batched step per character."""
+    def generate_batch(self, prompts: Sequence[str], max_new_chars: int = 200, *, sampling: Sampling | None = None,
+                       **options: object) -> list[str]:
+        """New text for each prompt, all sequences advanced together by one batched step per character.
+
+        Options as in `stream`; one random stream serves the whole batch, row after row at each step.
+        """
         if isinstance(prompts, str):
             raise SeqgenError("generate_batch takes a list of prompts; for one prompt use generate")
         if not prompts:
             return []
-        options = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
-        stops, max_new_chars = stop_strings(stop), check_length(max_new_chars)
-        session = prompt_session(self, prompts)
-        texts = [[] for _ in prompts]
-        for pieces in stream_rows(session, max_new_chars, Sampler(options, seed), stops):
-            for text, piece in zip(texts, pieces):
-                text.append(piece)
-        return ["".join(t) for t in texts]
+        return generate_texts(self, prompts, max_new_chars, Sampler(sampling_options(sampling, options)))
 
     # -- scoring -----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import checks
 from .errors import SeqgenError
-from .sampling import PENALTY_WINDOW, Sampler, penalize
+from .sampling import Sampler, mask_end
 from .vocab import BOUNDARY
 
 if TYPE_CHECKING:
@@ -166,15 +166,10 @@ class Session:
         """Logits ([batch, vocab], a copy) for the next token of each sequence."""
         return self.current().copy()
 
-    def _mask_boundary(self, logits: np.ndarray) -> None:
-        """In place: running-text models never end a text, so the boundary is never next."""
-        if not self.model.file.line_items:
-            logits[:, BOUNDARY] = -np.inf
-
     def distribution(self) -> np.ndarray:
-        """Next-token probabilities ([batch, vocab])."""
+        """Next-token probabilities ([batch, vocab]) under the end rule (seqgen.sampling.mask_end)."""
         logits = self.logits()
-        self._mask_boundary(logits)
+        mask_end(logits, self.model.file.line_items)
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         return probs / probs.sum(axis=1, keepdims=True)
@@ -192,16 +187,22 @@ class Session:
 
     # -- sampling ----------------------------------------------------------------------------
 
-    def sample(self, sampler: Sampler | None = None) -> np.ndarray:
-        """Draw the next token of every sequence, feed it, and return the ids ([batch])."""
-        if sampler is None:  # one default sampler per session, so its random stream carries on
+    def sample(self, sampler: Sampler | Sequence[Sampler] | None = None) -> np.ndarray:
+        """Draw the next token of every sequence, feed it, and return the ids ([batch]).
+
+        `sampler` shapes and draws (every stage: seqgen.sampling); None uses this session's default sampler,
+        whose random stream carries on between calls. A list of Samplers, one per row, samples each row with
+        its own options and random stream.
+        """
+        if sampler is None:
             self._default_sampler = self._default_sampler or Sampler()
             sampler = self._default_sampler
-        logits = self.current()  # worked on in place: the step below replaces it
-        self._mask_boundary(logits)
-        if sampler.options.repetition_penalty != 1.0:
-            penalize(logits, self.tokens[:, -PENALTY_WINDOW:], sampler.options.repetition_penalty)
-        ids = sampler(logits)
+        if isinstance(sampler, Sampler):
+            ids = sampler.choose(self)
+        else:
+            if len(sampler) != self.batch_size or not all(isinstance(s, Sampler) for s in sampler):
+                raise SeqgenError(f"sample takes one Sampler, or a list of {self.batch_size} (one per row)")
+            ids = np.concatenate([one.choose(self, row) for row, one in enumerate(sampler)])
         self.step(ids)
         return ids
 

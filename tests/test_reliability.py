@@ -25,7 +25,7 @@ from helpers import assert_input_error, edited, run, seqgen_run
 import seqgen
 from seqgen import session as session_module
 from seqgen.modelfile import MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB
-from seqgen.sampling import Sampler, Sampling, penalize
+from seqgen.sampling import Sampler, Sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -387,8 +387,8 @@ def test_a_crushing_repetition_penalty_still_picks_an_allowed_character(temperat
     picks = set()
     for _ in range(50):
         logits = np.array([[-np.inf, -1.0, -2.0, -3.0]], np.float32)  # token 0 masked, as for running text
-        penalize(logits, np.array([[1, 2, 3]]), 1e39)
-        picks.add(int(Sampler(Sampling(temperature=temperature, repetition_penalty=1e39), rng)(logits)[0]))
+        sampler = Sampler(Sampling(temperature=temperature, repetition_penalty=1e39), rng)
+        picks.add(int(sampler(logits, history=np.array([[1, 2, 3]]))[0]))
     assert picks and 0 not in picks
 
 # == nothing executed ===================================================================================
