@@ -54,7 +54,8 @@ function updateBars() {
     }
     const us = (performance.now() - start) * 1000;
     $('predict-time').classList.remove('error');
-    $('predict-time').textContent = `${[...text].length} characters in one call: ${us.toFixed(0)} µs ` +
+    const took = us < 10_000 ? `${us.toFixed(0)} µs` : `${(us / 1000).toFixed(0)} ms`;
+    $('predict-time').textContent = `${[...text].length} characters in one call: ${took} ` +
       `(${(us / Math.max(1, [...text].length + 1)).toFixed(1)} µs per character)`;
     const rows = top.flatMap(([char, p]) => {
       const label = Object.assign(document.createElement('span'), { className: 'char', textContent: shown(char) });

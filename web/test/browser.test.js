@@ -9,7 +9,8 @@ const PASSAGE = 'First Citizen:\nBefore we proceed any further, hear me speak.\n
   'First Citizen:\nYou are all resolved rather to die than to famish?\n';
 /** Prompts and a text to score for each shipped model, all inside its vocabulary. */
 const INPUTS = {
-  alphabet: { prompts: ['', 'a', 'cde', 'abcdefghij'], text: 'abcdefghijabcdefghij' },
+  // the ReLU model's state overflows after 131 tokens: greedy text checks the refusal, samples stop before
+  alphabet: { prompts: ['', 'a', 'cde', 'abcdefghij'], text: 'abcdefghijabcdefghij', sampledChars: 120 },
   names: { prompts: ['', 'a', 'mar', 'christ'], text: 'emma\noliver\nzoe\n\nmaximilian\n' },
   shakespeare: { prompts: ['', 'ROMEO:', 'To be, or not to be, that is the q', PASSAGE], text: PASSAGE },
 };
@@ -39,6 +40,7 @@ const pyOptions = (options) => Object.fromEntries(Object.entries(options).map(([
 async function browserOutputs(page, name) {
   const { prompts, text } = inputsOf(name);
   const sampled = sampledFor(name).map((o) => ({ ...jsOptions(o), seed: String(o.seed) }));
+  const sampledChars = inputsOf(name).sampledChars ?? SAMPLED_CHARS;
   return page.evaluate(async ({ name, prompts, text, sampled, greedyChars, sampledChars }) => {
     const attempt = async (call) => {
       try {
@@ -61,14 +63,14 @@ async function browserOutputs(page, name) {
     }
     const score = await model.score(text);
     return { distributions, greedy, samples, score: { logprobs: Array.from(score.logprobs), loss: score.loss } };
-  }, { name, prompts, text, sampled, greedyChars: GREEDY_CHARS, sampledChars: SAMPLED_CHARS });
+  }, { name, prompts, text, sampled, greedyChars: GREEDY_CHARS, sampledChars });
 }
 
 function pythonOutputs(name) {
-  const { prompts, text } = inputsOf(name);
+  const { prompts, text, sampledChars = SAMPLED_CHARS } = inputsOf(name);
   const tasks = [{ kind: 'distributions', model: name, prompts },
     { kind: 'generate', model: name, prompt: prompts[1], n: GREEDY_CHARS, options: { temperature: 0 } },
-    ...sampledFor(name).map((options) => ({ kind: 'generate', model: name, prompt: prompts[1], n: SAMPLED_CHARS, options: pyOptions(options) })),
+    ...sampledFor(name).map((options) => ({ kind: 'generate', model: name, prompt: prompts[1], n: sampledChars, options: pyOptions(options) })),
     { kind: 'score', model: name, text }];
   const results = reference(tasks);
   return { distributions: results[0], greedy: results[1], samples: results.slice(2, -1), score: results.at(-1) };
