@@ -3,6 +3,7 @@
  * and the shipped models, so it works offline from any static file server. Built in a temporary folder
  * and renamed into place, so a failed build never leaves half a site.
  */
+import { existsSync } from 'node:fs';
 import { cp, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,9 @@ const DEFAULT_MODEL = 'shakespeare';
 
 /** Build the site into `out` (default web/site); returns the list of models it holds. */
 export async function buildSite(out = join(WEB, 'site')) {
+  for (const [folder, fix] of [[ORT, 'run `npm ci` in web/ first'], [ARTIFACTS, 'run it from a seqgen checkout']]) {
+    if (!existsSync(folder)) throw new Error(`build-site: ${folder} is missing; ${fix}`);
+  }
   const temp = `${out}.tmp-${process.pid}`;
   await rm(temp, { recursive: true, force: true });
   await cp(join(WEB, 'demo'), temp, { recursive: true });
@@ -38,6 +42,9 @@ export async function buildSite(out = join(WEB, 'site')) {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const models = await buildSite(process.argv[2]);
+  const models = await buildSite(process.argv[2]).catch((error) => {
+    console.error(error.message);
+    process.exit(2);
+  });
   console.log(`built web/site with ${models.length} models: ${models.map((m) => m.name).join(', ')}`);
 }

@@ -17,7 +17,12 @@ const TYPES = {
 export function serve(root, port = 0) {
   const base = resolve(root);
   const server = createServer(async (request, response) => {
-    const path = decodeURIComponent(new URL(request.url, 'http://localhost').pathname);
+    let path;
+    try {
+      path = decodeURIComponent(new URL(request.url, 'http://localhost').pathname);
+    } catch {
+      return void response.writeHead(400).end('bad request');
+    }
     let file = join(base, path);
     if (file !== base && !file.startsWith(base + sep)) return void response.writeHead(403).end('forbidden');
     try {

@@ -148,3 +148,20 @@ test('stop matcher never emits a stop string, and holds back only a possible sta
   assert.deepEqual(matcher.push('D!'), ['', true]);
   assert.equal(matcher.flush(), '');
 });
+
+test('the static server serves the site\'s types and nothing outside its folder', async () => {
+  const { serve } = await import('../scripts/serve.js');
+  const folder = await mkdtemp(join(tmpdir(), 'seqgen-serve-'));
+  await writeFile(join(folder, 'a.wasm'), 'x');
+  const { server, url } = await serve(folder);
+  try {
+    const wasm = await fetch(url + 'a.wasm');
+    assert.equal(wasm.headers.get('content-type'), 'application/wasm');
+    assert.equal((await fetch(url + '%E0%A4%A')).status, 400);
+    assert.equal((await fetch(url + '..%2f..%2fetc%2fpasswd')).status, 403);
+    assert.equal((await fetch(url + 'missing.js')).status, 404);
+  } finally {
+    server.close();
+    await rm(folder, { recursive: true, force: true });
+  }
+});
