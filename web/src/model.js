@@ -6,6 +6,8 @@ import { readModelFile, stateNames } from './modelfile.js';
 import { MAX_CHUNK, Session } from './session.js';
 import { IGNORE, frameItems } from './vocab.js';
 
+/** onnxruntime-web's tensor types as ONNX (and the Python runtime's messages) name them. */
+const ONNX_TYPES = { int64: 'tensor(int64)', float32: 'tensor(float)' };
 /** Line items scored together in one call. */
 export const SCORE_BATCH = 256;
 /** Python's str.splitlines separators, so line items split as in the Python runtime. */
@@ -96,13 +98,32 @@ export class Model {
     this.vocab = vocab;
     this.stateNames = stateNames(file.cell);
     this.queue = Promise.resolve();
-    const wanted = [['input', graph.inputNames, ['tokens', ...this.stateNames]],
-      ['output', graph.outputNames, ['logits', ...this.stateNames.map((n) => `${n}_out`)]]];
-    for (const [kind, have, names] of wanted) {
-      const absent = names.find((n) => !have.includes(n));
-      if (absent) {
-        throw new SeqgenError(`${file.source}: graph lacks ${kind} '${absent}'; it is not a seqgen step graph, re-export it`);
+    this.checkSignature();
+  }
+
+  /** The graph must be a seqgen step graph whose logits fit the vocabulary (as the Python runtime checks). */
+  checkSignature() {
+    const byName = (list) => Object.fromEntries(list.map((value) => [value.name, value]));
+    const states = (suffix) => this.stateNames.map((name) => [name + suffix, 'float32', 3]);
+    const wanted = [['input', byName(this.graph.inputMetadata), [['tokens', 'int64', 2], ...states('')]],
+      ['output', byName(this.graph.outputMetadata), [['logits', 'float32', 3], ...states('_out')]]];
+    for (const [kind, have, values] of wanted) {
+      for (const [name, type, rank] of values) {
+        const value = have[name];
+        if (!value?.isTensor || value.type !== type || value.shape.length !== rank) {
+          throw new SeqgenError(`${this.file.source}: graph lacks ${kind} '${name}' (${ONNX_TYPES[type]}, rank ${rank}); ` +
+            'it is not a seqgen step graph, re-export it');
+        }
       }
+    }
+    const width = byName(this.graph.outputMetadata).logits.shape[2];
+    if (typeof width === 'number') this.checkWidth(width);
+  }
+
+  checkWidth(width) {
+    if (width !== this.vocab.size) {
+      throw new SeqgenError(`${this.file.source}: logits have width ${width} but the vocabulary has ${this.vocab.size} ` +
+        'tokens; the file was edited or damaged, re-export it');
     }
   }
 
@@ -132,6 +153,7 @@ export class Model {
     const result = this.queue.then(() => this.graph.run(feeds));
     this.queue = result.catch(() => {});
     const out = await result;
+    this.checkWidth(out.logits.dims[2]);  // where the graph leaves it dynamic
     return {
       logits: out.logits.data,
       states: Object.fromEntries(this.stateNames.map((name) => [name, out[`${name}_out`].data])),

@@ -3,7 +3,10 @@
 // scores for every shipped model; the session API; refusals; and the demo page.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { SHIPPED, openSite, reference } from './helpers.js';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ARTIFACTS, SHIPPED, metadataEntry, openSite, reference } from './helpers.js';
 
 const PASSAGE = 'First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n' +
   'First Citizen:\nYou are all resolved rather to die than to famish?\n';
@@ -210,5 +213,26 @@ describe('in Chromium', () => {
     assert.match(await page.locator('#generate-time').textContent(), /^\d+ characters, \d+ µs per character$/);
     assert.deepEqual(site.errors, []);
     await page.close();
+  });
+
+  test('a graph whose logits do not fit the (consistently edited) vocabulary is refused as in Python', async () => {
+    const good = await readFile(join(ARTIFACTS, 'alphabet.onnx'));
+    const chars = reference([{ kind: 'info', model: 'alphabet' }])[0].vocabulary;
+    const edited = Buffer.concat([good, metadataEntry('seqgen.vocabulary', JSON.stringify({ chars: chars + 'k' })),
+      metadataEntry('seqgen.vocab_size', String([...chars].length + 2))]);
+    const path = join(tmpdir(), `seqgen-edited-${process.pid}.onnx`);
+    await writeFile(path, edited);
+    const [expected] = reference([{ kind: 'load_error', path }]);
+    await rm(path);
+    assert.match(expected, /logits have width 11 but the vocabulary has 12 tokens/);
+    const got = await site.page.evaluate(async ({ bytes, path }) => {
+      try {
+        await seqgen.load(new Uint8Array(bytes), { name: path });
+        return 'accepted';
+      } catch (error) {
+        return error.message;
+      }
+    }, { bytes: Array.from(edited), path });
+    assert.equal(got, expected);
   });
 });

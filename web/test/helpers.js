@@ -42,3 +42,15 @@ export async function openSite(pagePath = 'api.html') {
     },
   };
 }
+
+/** One ModelProto metadata_props entry (field 14: key 1, value 2), to append to a file: the last entry of a key wins. */
+export function metadataEntry(key, value) {
+  const varint = (n) => {
+    const out = [];
+    for (; n >= 0x80; n >>>= 7) out.push((n & 0x7f) | 0x80);
+    return [...out, n];
+  };
+  const field = (tag, bytes) => [tag, ...varint(bytes.length), ...bytes];
+  const encode = (text) => [...new TextEncoder().encode(text)];
+  return Uint8Array.from(field(0x72, [...field(0x0a, encode(key)), ...field(0x12, encode(value))]));
+}

@@ -11,7 +11,7 @@ import { crc32, readModelFile } from '../src/modelfile.js';
 import { StopMatcher } from '../src/generate.js';
 import { penalize, samplingOptions } from '../src/sampling.js';
 import { BYTES, FIXED32, FIXED64, VARINT, WireError, fields } from '../src/wire.js';
-import { ARTIFACTS, SHIPPED, reference } from './helpers.js';
+import { ARTIFACTS, SHIPPED, metadataEntry, reference } from './helpers.js';
 
 describe('wire', () => {
   test('reads each wire type, with bytes as views', () => {
@@ -70,6 +70,8 @@ describe('model file', () => {
         truncated: good.subarray(0, good.length - 100),
         flipped,
         version,
+        cell: Buffer.concat([good, metadataEntry('seqgen.cell', 'lstm')]),  // checksums cover the graph alone
+        layers: Buffer.concat([good, metadataEntry('seqgen.layers', '3')]),
       };
       const cases = Object.entries(variants);
       const tasks = [];
