@@ -15,13 +15,10 @@ const MAX_LAYERS = 64;
 const MAX_HIDDEN = 65_536;
 const MAX_VOCAB = 1_114_113;
 
-// Field numbers of onnx.proto that the checks below read.
-const MODEL_GRAPH = 7;
-const MODEL_METADATA = 14;
-const GRAPH_INITIALIZER = 5;
-const GRAPH_INPUT = 11;
-const TENSOR_EXTERNAL_DATA = 13;
-const TENSOR_DATA_LOCATION = 14;
+/** Field numbers of onnx.proto that the checks below read. */
+const FIELD = Object.freeze({
+  modelGraph: 7, modelMetadata: 14, graphInitializer: 5, graphInput: 11, tensorExternalData: 13, tensorDataLocation: 14,
+});
 
 /** The graph's recurrent state inputs for a cell type (outputs add "_out"). */
 export function stateNames(cell) {
@@ -71,9 +68,9 @@ function scan(data) {
   const metadata = {};
   let graph = null;
   for (const [number, kind, value] of fields(data)) {
-    if (number === MODEL_GRAPH && kind === BYTES) {
+    if (number === FIELD.modelGraph && kind === BYTES) {
       graph = value;
-    } else if (number === MODEL_METADATA && kind === BYTES) {
+    } else if (number === FIELD.modelMetadata && kind === BYTES) {
       const entry = {};
       try {
         for (const [n, k, v] of fields(value)) if (k === BYTES) entry[n] = utf8.decode(v);
@@ -86,7 +83,7 @@ function scan(data) {
   }
   if (graph !== null) {
     for (const [number, kind, value] of fields(graph)) {
-      if (number === GRAPH_INITIALIZER && kind === BYTES && isExternal(value)) {
+      if (number === FIELD.graphInitializer && kind === BYTES && isExternal(value)) {
         throw new SeqgenError('model stores weights in external data files; a seqgen model is one file');
       }
     }
@@ -96,7 +93,7 @@ function scan(data) {
 
 function isExternal(tensor) {
   for (const [n, k, v] of fields(tensor)) {
-    if ((n === TENSOR_DATA_LOCATION && k === VARINT && v === 1) || n === TENSOR_EXTERNAL_DATA) return true;
+    if ((n === FIELD.tensorDataLocation && k === VARINT && v === 1) || n === FIELD.tensorExternalData) return true;
   }
   return false;
 }
@@ -109,7 +106,7 @@ function* messages(buf, number) {
 /** Name and dimensions (null where dynamic) of each graph input. */
 function graphInputs(graph) {
   const inputs = {};
-  for (const value of messages(graph, GRAPH_INPUT)) {
+  for (const value of messages(graph, FIELD.graphInput)) {
     let name = '';
     const dims = [];
     for (const [n, k, v] of fields(value)) {
