@@ -34,7 +34,7 @@ const SAMPLED_CHARS = 150;
 const JS_NAMES = { top_k: 'topK', top_p: 'topP', min_p: 'minP', repetition_penalty: 'repetitionPenalty' };
 
 const inputsOf = (name) => INPUTS[name.replace('-int8', '')];
-/** Seeded text is compared for float models only (int8 text drifts, see FLOAT and INT8 below). */
+/** Seeded text is compared for float models only (int8 text drifts, see FLOAT and INT8 above). */
 const sampledFor = (name) => (name.endsWith('-int8') ? [] : SAMPLED);
 const jsOptions = (options) => Object.fromEntries(Object.entries(options).map(([k, v]) => [JS_NAMES[k] ?? k, v]));
 const pyOptions = (options) => Object.fromEntries(Object.entries(options).map(([k, v]) => [k, typeof v === 'bigint' ? String(v) : v]));
