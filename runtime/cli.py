@@ -406,8 +406,8 @@ def _timed(run: Callable[[int], list[str]], max_new_chars: int) -> tuple[int, fl
               help="Longest prompt (or /v1/predict, /v1/score text); longer gets 413.")
 @click.option("--max-tokens", "max_tokens_limit", type=click.IntRange(1, 1_000_000), default=4096,
               show_default=True, help="Largest max_tokens (characters) a request may ask for.")
-@click.option("--max-n", type=click.IntRange(1, 1024), default=16, show_default=True,
-              help="Most choices (prompts x n) in one request.")
+@click.option("--max-n", type=click.IntRange(1, 1024),
+              help="Most choices (prompts x n) in one request.  [default: 16, or --max-batch if smaller]")
 @click.option("--max-body-bytes", type=click.IntRange(1024, 1 << 30), default=1 << 20, show_default=True,
               help="Largest request body; larger gets 413.")
 @click.option("--api-key", envvar="SEQGEN_API_KEY", show_envvar=True,
@@ -419,8 +419,8 @@ def _timed(run: Callable[[int], list[str]], max_new_chars: int) -> tuple[int, fl
 @click.option("--shutdown-grace", type=click.FloatRange(0, 60), default=3.0, show_default=True,
               help="Seconds running completions may go on after SIGTERM before they are ended.")
 def serve(model_specs: tuple[str, ...], host: str, port: int, max_batch: int, max_queue: int, max_prompt_chars: int,
-          max_tokens_limit: int, max_n: int, max_body_bytes: int, api_key: str | None, cors_origins: tuple[str, ...],
-          threads: int, shutdown_grace: float) -> None:
+          max_tokens_limit: int, max_n: int | None, max_body_bytes: int, api_key: str | None,
+          cors_origins: tuple[str, ...], threads: int, shutdown_grace: float) -> None:
     """An OpenAI-compatible HTTP server (completions, models) with predict, score and health.
 
     Concurrent requests of a model share one batched step per character. Needs the serve extra.
@@ -432,6 +432,7 @@ def serve(model_specs: tuple[str, ...], host: str, port: int, max_batch: int, ma
     except ImportError as exc:
         raise InputError(f'the serve command needs the serve extra ({exc.name} is missing): '
                          'pip install "seqgen[serve]"') from None
+    max_n = min(16, max_batch) if max_n is None else max_n
     if max_n > max_batch:
         raise click.UsageError(f"--max-n ({max_n}) cannot exceed --max-batch ({max_batch}): such a request could "
                                "never fit in the batch")

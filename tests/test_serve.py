@@ -229,6 +229,12 @@ def test_a_client_that_disconnects_frees_its_rows(server: Server) -> None:
     stream.close()
     wait_for(lambda: server.health()["models"]["tiny"]["active"] == 0, "the abandoned rows to be retired")
     assert server.health()["models"]["tiny"]["generated"] - before < 2 * 100000
+    body = json.dumps({"model": "tiny", "prompt": "a", "max_tokens": 100000}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as waiting:  # a plain request, abandoned
+        head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n"
+        waiting.sendall(head % (KEY.encode(), len(body)) + body)
+        wait_for(lambda: server.health()["models"]["tiny"]["active"] == 1, "the plain request to start")
+    wait_for(lambda: server.health()["models"]["tiny"]["active"] == 0, "the abandoned plain request to be retired")
 
 
 # -- native endpoints and errors over plain HTTP ----------------------------------------------------
@@ -344,3 +350,17 @@ def test_event_stream_is_plain_sse(server: Server) -> None:
     events = [line for line in reply.body.decode().split("\n\n") if line]
     assert events[-1] == "data: [DONE]" and all(event.startswith("data: ") for event in events)
     assert "".join(json.loads(event[6:])["choices"][0]["text"] for event in events[:-1]) == "def"
+
+
+def test_bench_script_runs_end_to_end(tiny_path: Path, tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_serve.py"
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(script), "--model", str(tiny_path), "--levels", "1,3", "--chars", "8",
+                             "--requests-per-client", "2", "--overhead-chars", "10", "--repeats", "1", "--json",
+                             str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert [row["clients"] for row in report["levels"]] == [1, 3]
+    assert all(row["same_texts"] and row["together"]["chars"] == row["alone"]["chars"] == row["clients"] * 2 * 8
+               for row in report["levels"])
+    assert report["overhead"]["ratio"] > 0 and report["server_exit_code"] == 0
