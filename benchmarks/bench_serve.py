@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,14 +91,32 @@ def run_level(port: int, model: seqgen.Model, clients: int, per_client: int, cha
             return await asyncio.gather(*(client(port, b) for b in bodies))
         return [await client(port, [body]) for group in bodies for body in group]
 
+    before = health(port)
     start = time.perf_counter()
     results = [r for group in asyncio.run(main()) for r in group]
     wall = time.perf_counter() - start
+    after = health(port)
     ttfc = np.array([r[0] for r in results])
     chars_made = sum(len(r[2]) for r in results)
     return {"requests": len(results), "chars": chars_made, "wall_s": wall, "chars_per_s": chars_made / wall,
             "ttfc_p50_s": float(np.percentile(ttfc, 50)), "ttfc_p99_s": float(np.percentile(ttfc, 99)),
-            "texts": [r[2] for r in results]}
+            "texts": [r[2] for r in results], "scheduler": scheduler_share(before, after, wall)}
+
+
+def health(port: int) -> dict[str, object]:
+    """The server's counters for its one model."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as reply:
+        return next(iter(json.load(reply)["models"].values()))
+
+
+def scheduler_share(before: dict, after: dict, wall: float) -> dict[str, float]:
+    """Where the scheduler thread's time went during a level: steps, rows per step, and the share of the
+    wall time spent in graph calls, in per-row sampling and bookkeeping, and in regrouping the batch."""
+    steps = after["steps"] - before["steps"]
+    spent = {key: after["seconds"][key] - before["seconds"][key] for key in after["seconds"]}
+    return {"steps": steps, "rows_per_step": (after["generated"] - before["generated"]) / max(steps, 1),
+            **{f"{key}_share": value / wall for key, value in spent.items()},
+            **{f"{key}_ms_per_step": value / max(steps, 1) * 1e3 for key, value in spent.items()}}
 
 
 def bare_step_s(model: seqgen.Model, batch: int, steps: int = 50) -> float:
@@ -193,13 +212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"streaming overhead at 1 client: {report['overhead']['ratio']:.2f}x Model.stream "
           f"({report['overhead']['server_us_per_char']:.0f} vs {report['overhead']['model_stream_us_per_char']:.0f} "
           f"us/char; goal <= {GOALS['overhead_1']}x)")
-    print("clients  chars/s  x1client  TTFC p50  TTFC p99 | alone: chars/s  TTFC p50  TTFC p99 | same  bare step")
+    print("clients  chars/s  x1client  TTFC p50  TTFC p99 | alone: chars/s  TTFC p50  TTFC p99 | same  bare step"
+          " | rows/step  graph  sampling  regroup (ms/step)")
     for row in rows:
         t, a = row["together"], row["alone"]
         print(f"{row['clients']:>7}  {t['chars_per_s']:>7.0f}  {t['chars_per_s'] / single:>7.1f}x  "
               f"{t['ttfc_p50_s'] * 1e3:>6.0f}ms  {t['ttfc_p99_s'] * 1e3:>6.0f}ms | {a['chars_per_s']:>13.0f}  "
               f"{a['ttfc_p50_s'] * 1e3:>6.0f}ms  {a['ttfc_p99_s'] * 1e3:>6.0f}ms | {row['same_texts']!s:>5}  "
-              f"{row['bare_step_ms']:.2f}ms")
+              f"{row['bare_step_ms']:.2f}ms | {t['scheduler']['rows_per_step']:>9.1f}  "
+              f"{t['scheduler']['graph_ms_per_step']:.2f}  {t['scheduler']['sampling_ms_per_step']:.2f}  "
+              f"{t['scheduler']['regroup_ms_per_step']:.2f}")
     if args.json:
         temporary = args.json.with_suffix(".tmp")
         temporary.write_text(json.dumps(report, indent=2))

@@ -77,6 +77,14 @@ def parse_json(raw: bytes) -> dict[str, object]:
     return body
 
 
+def known_fields(body: dict[str, object], known: set[str]) -> None:
+    """Refuse fields the endpoint does not know (a misspelt option must not be silently ignored)."""
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; this endpoint accepts {', '.join(sorted(known))}",
+                       param=unknown[0])
+
+
 def field_value(body: dict[str, object], name: str, check: object, *args: object) -> object:
     """body[name] (None if absent) through a seqgen.checks rule; a refusal names the field."""
     value = body.get(name)
@@ -114,10 +122,7 @@ class Completion:
 
 def parse_completion(body: dict[str, object], limits: Limits) -> Completion:
     """Check a completions request against OpenAI's rules, seqgen's options and the server's limits."""
-    unknown = sorted(set(body) - COMPLETION_FIELDS)
-    if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; see docs/serving.md for the fields seqgen "
-                            "accepts", param=unknown[0])
+    known_fields(body, COMPLETION_FIELDS)
     for name, (neutral, instead) in UNSUPPORTED.items():
         if name in body and body[name] not in neutral:
             raise ApiError(400, f"{name} is not supported by seqgen; {instead}", param=name)

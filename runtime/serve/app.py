@@ -178,8 +178,8 @@ class Service:
     # -- routes --------------------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        models = {name: {"active": s.active, "waiting": s.waiting, "steps": s.steps, "generated": s.generated}
-                  for name, s in self.schedulers.items()}
+        models = {name: {"active": s.active, "waiting": s.waiting, "steps": s.steps, "generated": s.generated,
+                         "seconds": dict(s.seconds)} for name, s in self.schedulers.items()}
         return JSONResponse({"status": "draining" if self.draining else "ok", "models": models})
 
     def _model_object(self, name: str) -> dict[str, object]:
@@ -194,6 +194,7 @@ class Service:
 
     async def predict(self, request: Request) -> Response:
         body = await self.read_body(request)
+        api.known_fields(body, {"model", "text", "k"})
         model = self.models[self.model(body.get("model"))]
         text = api.text_field(body, "text", self.options.limits.max_prompt_chars, default="")
         k = api.field_value(body, "k", checks.integer, 1, MAX_PREDICT_K) or 5
@@ -202,6 +203,7 @@ class Service:
 
     async def score(self, request: Request) -> Response:
         body = await self.read_body(request)
+        api.known_fields(body, {"model", "text"})
         model = self.models[self.model(body.get("model"))]
         text = api.text_field(body, "text", self.options.limits.max_prompt_chars)
         result = await self._in_thread(model.score, text)

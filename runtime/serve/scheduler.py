@@ -9,6 +9,7 @@ request draws the same characters whichever rows it shares a step with.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,6 +140,8 @@ class Scheduler:
         """Batched steps run so far (a cost counter for tests and /health)."""
         self.generated = 0
         """Characters sampled so far, over all rows."""
+        self.seconds = {"graph": 0.0, "sampling": 0.0, "regroup": 0.0}
+        """Where the scheduler thread's time went: graph calls, per-row sampling and bookkeeping, regrouping."""
         self._rows: list[_Row] = []
         self._session: Session | None = None
         self._waiting: deque[Job] = deque()
@@ -230,13 +233,20 @@ class Scheduler:
                     return
                 admitted = []
                 while self._waiting and self.active_after(admitted) + len(self._waiting[0].choices) <= self.max_batch:
-                    admitted.append(self._waiting.popleft())
+                    job = self._waiting.popleft()
                     self._queued -= 1
-            if self._abort.is_set():
-                self._end_all(ABORTED)
-            self._regroup(admitted)
-            if self._rows:
-                self._step()
+                    if not job.cancelled:  # a client that left while waiting costs nothing more
+                        admitted.append(job)
+            try:
+                if self._abort.is_set():
+                    self._end_all(ABORTED)
+                start = time.perf_counter()
+                self._regroup(admitted)
+                self.seconds["regroup"] += time.perf_counter() - start
+                if self._rows:
+                    self._step()
+            except Exception as exc:  # a fault here must not leave every client waiting forever
+                self._fail_all(admitted, exc)
 
     def active_after(self, admitted: list[Job]) -> int:
         """Rows that will be active once `admitted` joins (finished rows still count until regrouped)."""
@@ -277,6 +287,7 @@ class Scheduler:
     def _step(self) -> None:
         session = self._session
         assert session is not None
+        start = time.perf_counter()
         logits = session.current()  # the session's own array: masked and penalised in place, as sample does
         recent = session.tokens[:, -PENALTY_WINDOW:]
         ids = np.zeros(session.batch_size, np.int64)  # the dummy row, if any, is fed the boundary
@@ -284,13 +295,15 @@ class Scheduler:
         for r, row in enumerate(self._rows):
             if row.finished or row.job.cancelled:
                 continue  # a cancelled row is retired at the next regroup; it costs this step at most
+            self.generated += 1
             ids[r], logprobs = choose(row.sampler, logits[r : r + 1], recent[r : r + 1], self.line_items,
                                       row.top is not None)
             update = self._advance(row, int(ids[r]), logprobs)
             if update is not None:
                 news.setdefault(id(row.job), (row.job, []))[1].append(update)
-        self.generated += len(self._rows)
         self._post_news(news)
+        stepped = time.perf_counter()
+        self.seconds["sampling"] += stepped - start
         if all(row.finished or row.job.cancelled for row in self._rows):
             return  # nobody needs the next state
         try:
@@ -298,6 +311,7 @@ class Scheduler:
         except SeqgenError as exc:  # a ReLU model's state overflowed: end the rows it happened to
             self._fail_overflowed(session.current(), exc)
         self.steps += 1
+        self.seconds["graph"] += time.perf_counter() - stepped
 
     def _advance(self, row: _Row, token: int, logprobs: np.ndarray | None) -> Update | None:
         """Book one sampled token of a row; the news to send, if any."""
@@ -332,6 +346,13 @@ class Scheduler:
         if row.finished:
             row.held = []
         return taken
+
+    def _fail_all(self, admitted: list[Job], exc: Exception) -> None:
+        """Fail every active and just-admitted job and start over with an empty batch."""
+        jobs = {id(row.job): row.job for row in self._rows} | {id(job): job for job in admitted}
+        for job in jobs.values():
+            self.post(lambda job=job: job.fail(exc))
+        self._rows, self._session = [], None
 
     def _fail_overflowed(self, logits: np.ndarray, exc: SeqgenError) -> None:
         bad = ~np.isfinite(logits).all(axis=1)
