@@ -95,7 +95,7 @@ def field_value(body: dict[str, object], name: str, check: object, *args: object
 
 
 def text_field(body: dict[str, object], name: str, max_chars: int, *, default: str | None = None) -> str:
-    """A required (or defaulted) string field, at most `max_chars` long."""
+    """A required (or defaulted) string field of at most `max_chars` characters (the --max-prompt-chars flag)."""
     value = body.get(name, default)
     if not isinstance(value, str):
         raise ApiError(400, f"{name} must be a string", param=name)
@@ -126,7 +126,9 @@ def parse_completion(body: dict[str, object], limits: Limits) -> Completion:
     for name, (neutral, instead) in UNSUPPORTED.items():
         if name in body and body[name] not in neutral:
             raise ApiError(400, f"{name} is not supported by seqgen; {instead}", param=name)
-    model = text_field(body, "model", 200)
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise ApiError(400, "model must be a string: the name of a served model (GET /v1/models)", param="model")
     prompts = _prompts(body, limits)
     n = field_value(body, "n", checks.integer, 1, limits.max_n) or 1
     best_of = field_value(body, "best_of", checks.integer, 1, limits.max_n)

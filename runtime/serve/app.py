@@ -171,7 +171,8 @@ class Service:
 
     def model(self, name: object) -> str:
         if not isinstance(name, str) or name not in self.models:
-            raise ApiError(404, f"the model {name!r} does not exist; this server has: {', '.join(self.models)}",
+            shown = repr(name)[:100]  # the body may be large: quote a bounded part
+            raise ApiError(404, f"the model {shown} does not exist; this server has: {', '.join(self.models)}",
                            param="model", code="model_not_found")
         return name
 
