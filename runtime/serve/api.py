@@ -62,7 +62,8 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, object]:
-        return {"error": {"message": self.message, "type": ERROR_TYPES.get(self.status, "server_error"),
+        fallback = "invalid_request_error" if self.status < 500 else "server_error"
+        return {"error": {"message": self.message, "type": ERROR_TYPES.get(self.status, fallback),
                           "param": self.param, "code": self.code}}
 
 
