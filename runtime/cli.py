@@ -451,6 +451,79 @@ def _timed(run: Callable[[int], list[str]], max_new_chars: int) -> tuple[int, fl
     return chars, statistics.median(times)
 
 
+@main.command()
+@click.option("--model", "model_specs", multiple=True, metavar="[NAME=]PATH_OR_NAME",
+              help="A model to serve (repeatable), called by its short name or file stem, or by NAME.  "
+                   "[default: the default model]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on; 0 picks a free one (printed at start).")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Most sequences of one model stepped together.")
+@click.option("--max-queue", type=click.IntRange(1, 100_000), default=256, show_default=True,
+              help="Most requests per model waiting for room in the batch; more get 429.")
+@click.option("--max-prompt-chars", type=click.IntRange(1, 1_000_000), default=4096, show_default=True,
+              help="Longest prompt (or /v1/predict, /v1/score text); longer gets 413.")
+@click.option("--max-tokens", "max_tokens_limit", type=click.IntRange(1, 1_000_000), default=4096,
+              show_default=True, help="Largest max_tokens (characters) a request may ask for.")
+@click.option("--max-n", type=click.IntRange(1, 1024),
+              help="Most choices (prompts x n) in one request.  [default: 16, or --max-batch if smaller]")
+@click.option("--max-body-bytes", type=click.IntRange(1024, 1 << 30), default=1 << 20, show_default=True,
+              help="Largest request body; larger gets 413.")
+@click.option("--api-key", envvar="SEQGEN_API_KEY", show_envvar=True,
+              help="Require `Authorization: Bearer KEY` on every endpoint but /health.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow browser pages from ORIGIN (repeatable; * for any).  [default: no CORS]")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="onnxruntime threads per model.")
+@click.option("--shutdown-grace", type=click.FloatRange(0, 60), default=3.0, show_default=True,
+              help="Seconds running completions may go on after SIGTERM before they are ended.")
+def serve(model_specs: tuple[str, ...], host: str, port: int, max_batch: int, max_queue: int, max_prompt_chars: int,
+          max_tokens_limit: int, max_n: int | None, max_body_bytes: int, api_key: str | None,
+          cors_origins: tuple[str, ...], threads: int, shutdown_grace: float) -> None:
+    """An OpenAI-compatible HTTP server (completions, models) with predict, score and health.
+
+    Concurrent requests of a model share one batched step per character. Needs the serve extra.
+    """
+    try:
+        from .serve import ServeOptions, bind
+        from .serve import serve as run_server
+        from .serve.api import Limits
+    except ImportError as exc:
+        raise InputError(f'the serve command needs the serve extra ({exc.name} is missing): '
+                         'pip install "seqgen[serve]"') from None
+    max_n = min(16, max_batch) if max_n is None else max_n
+    if max_n > max_batch:
+        raise click.UsageError(f"--max-n ({max_n}) cannot exceed --max-batch ({max_batch}): such a request could "
+                               "never fit in the batch")
+    if api_key is not None and not api_key.strip():
+        raise click.UsageError("--api-key (or SEQGEN_API_KEY) is empty; give a key or leave it unset")
+    models = load_served(model_specs, threads)
+    sock = bind(host, port)
+    options = ServeOptions(Limits(max_prompt_chars, max_tokens_limit, max_n, max_body_bytes), max_batch, max_queue,
+                           api_key, cors_origins)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"seqgen-run serve: {', '.join(models)} on http://{shown}:{sock.getsockname()[1]}/v1 "
+               "(SIGTERM or Ctrl-C stops)")
+    sys.stdout.flush()
+    click.get_current_context().exit(run_server(models, sock, options, grace=shutdown_grace))
+
+
+def load_served(specs: tuple[str, ...], threads: int) -> dict[str, Model]:
+    """The models to serve by name: `NAME=PATH_OR_NAME`, or a shipped short name, or a file (named by its stem)."""
+    from . import load  # here, not at the top: loading imports onnxruntime
+
+    models: dict[str, Model] = {}
+    for spec in specs or ("",):
+        name, _, source = spec.partition("=") if "=" in spec else ("", "", spec)
+        model = load(source or None, threads=threads)
+        name = name or Path(source).stem or model.path.stem
+        if name in models:
+            raise SeqgenError(f"two models are called {name!r}; name one with --model NAME=PATH")
+        models[name] = model
+    return models
+
+
 def run() -> None:
     """The `seqgen-run` console script: `main`, then an exit that skips the interpreter's teardown.
 
