@@ -475,3 +475,43 @@ def test_weights_that_do_not_fit_the_saved_config_are_one_clear_error(finished: 
     saved["config"]["hidden"] = 32  # the weights are 16 wide
     torch.save(saved, finished / checkpoints.BEST)
     assert_one_line(seqgen_train("export", finished, "--out", tmp_path / "m.onnx"), "best.pt", "does not fit")
+
+
+# == logs and write errors as an editing user leaves them (second review) =============================
+
+
+def test_a_refused_write_reads_as_its_message_not_a_tuple(finished: Path, tmp_path: Path) -> None:
+    target = tmp_path / "fifo.png"
+    os.mkfifo(target)
+    result = seqgen_train("plot", finished, "--out", target)
+    assert_one_line(result, str(target), "not a regular file")
+    assert result.stderr.startswith(f"Error: {target} exists"), result.stderr
+    refused = files.CannotWrite(errno.EEXIST, "the message")
+    assert (str(refused), refused.errno, refused.strerror) == ("the message", errno.EEXIST, "the message")
+
+
+ODD_RECORDS = ['{"step": 1' + "0" * 400 + ', "elapsed": 1, "train_loss": 1}',
+               '{"step": 1e308, "elapsed": 1e308, "train_loss": 1e308}',
+               '{"step": -1e308, "elapsed": -1e308, "train_loss": -1e308}',
+               '{"step": true, "elapsed": false, "train_loss": true}',
+               '{"step": "x", "elapsed": 1, "train_loss": 1}',
+               "[" * 100_000 + "]" * 100_000]
+
+
+def test_plot_passes_over_records_with_numbers_it_cannot_draw(finished: Path) -> None:
+    metrics = finished / "metrics.jsonl"
+    with metrics.open("a", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in ODD_RECORDS))
+    assert seqgen_train("plot", finished).exit_code == 0
+    metrics.write_text("".join(line + "\n" for line in ODD_RECORDS), encoding="utf-8")
+    assert_one_line(seqgen_train("plot", finished), "metrics.jsonl")
+
+
+def test_resume_drops_edited_records_it_cannot_order(finished: Path) -> None:
+    metrics = finished / "metrics.jsonl"
+    good = metrics.read_text(encoding="utf-8")
+    metrics.write_text(good + "".join(line + "\n" for line in ODD_RECORDS), encoding="utf-8")
+    result = seqgen_train("fit", "--resume", finished, "--max-steps", 9, "--no-progress")
+    assert result.exit_code == 0, result.output
+    kept = metrics.read_text(encoding="utf-8")
+    assert kept.startswith(good) and not any(line in kept for line in ODD_RECORDS)

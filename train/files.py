@@ -8,6 +8,7 @@ import contextlib
 import errno
 import glob
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,9 +16,20 @@ from pathlib import Path
 
 from seqgen.errors import SeqgenError
 
+FINITE_LIMIT = 1e300
+"""Magnitude below which logged numbers are used: far beyond any step, time or loss, and small enough that
+differences and scales of them stay finite."""
+
 
 class CannotWrite(SeqgenError, OSError):
     """A file could not be written (no space, no permission, not a regular file); one line naming it."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message)  # SeqgenError comes first, so OSError would not set errno and strerror
+        self.errno, self.strerror = code, message
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 _FIXES = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
@@ -95,11 +107,22 @@ def read_jsonl(path: Path) -> list[tuple[str, dict[str, object]]]:
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: an edited line nested too deeply
             continue
         if isinstance(record, dict):
             rows.append((line, record))
     return rows
+
+
+def finite_number(value: object) -> bool:
+    """Whether a value read from a JSON record is a number a plot or a comparison can use: an int or float (not
+    a bool), finite as a float (an edited record may hold NaN, 1e308 sums, or an integer of 400 digits)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and abs(float(value)) < FINITE_LIMIT
+    except OverflowError:
+        return False
 
 
 def _umask() -> int:

@@ -41,7 +41,7 @@ from .data import (
     text_dataset,
 )
 from .export import export_onnx
-from .files import append_line, atomic_write, read_jsonl, reported
+from .files import append_line, atomic_write, finite_number, read_jsonl, reported
 from .models import CharRNN
 
 DEFAULT_EPOCHS = 10
@@ -313,7 +313,8 @@ class Run:
         matches the weights."""
         path = self.out / runfolder.METRICS
         if self.main and path.exists():
-            kept = [line + "\n" for line, record in read_jsonl(path) if record.get("step", 0) <= self.step]
+            kept = [line + "\n" for line, record in read_jsonl(path)
+                    if finite_number(record.get("step", 0)) and record.get("step", 0) <= self.step]
             atomic_write(path, "".join(kept).encode())
 
     # -- the loop ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from seqgen.errors import SeqgenError
 
-from .files import atomic_write, read_jsonl
+from .files import atomic_write, finite_number, read_jsonl
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -27,8 +27,8 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     if not metrics.is_file():
         raise SeqgenError(f"{run} has no metrics.jsonl; give a run folder made by seqgen-train fit")
     fields = ("step", "elapsed", "train_loss")  # a record lacking one (hand-edited, foreign) is passed over
-    rows = [r for _, r in read_jsonl(metrics) if all(isinstance(r.get(k), (int, float)) for k in fields)]
-    evaluations = [r for r in rows if isinstance(r.get("val_loss"), (int, float))]
+    rows = [r for _, r in read_jsonl(metrics) if all(finite_number(r.get(k)) for k in fields)]
+    evaluations = [r for r in rows if finite_number(r.get("val_loss"))]
     training = [r for r in rows if "val_loss" not in r] or evaluations
     if not training:
         raise SeqgenError(f"{metrics} is empty; the run has not logged its first steps yet")
