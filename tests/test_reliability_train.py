@@ -398,7 +398,7 @@ def test_evaluation_batches_hold_at_most_eval_tokens_positions(monkeypatch: pyte
     ("seed", -1), ("seed", 2**70), ("seed", 1.5), ("seed", True), ("seed", None), ("layers", True),
     ("hidden", 64.0), ("batch_size", "8"), ("max_steps", 2.0), ("epochs", False), ("threads", 1.0),
     ("samples", 10**6), ("layers", 65), ("lr", float("inf")), ("dropout", float("nan")), ("lines", "false"),
-    ("progress", 1),
+    ("progress", 1), ("forget_bias", 1e39), ("forget_bias", -1e308),
 ])
 def test_numbers_and_flags_of_a_config_follow_the_one_rule(option: str, value: object) -> None:
     with pytest.raises(SeqgenError, match="--" + option.replace("_", "-")):

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from seqgen import checks
 from seqgen.errors import SeqgenError
 from seqgen.modelfile import CELLS, MAX_HIDDEN, MAX_LAYERS
+from seqgen.sampling import FLOAT32_MAX  # the forget bias is a float32 weight: beyond this, torch overflows
 from seqgen.vocab import ORDERS
 
 SCHEDULES = ("cosine", "constant")
@@ -30,7 +31,7 @@ INTEGERS = {"layers": (1, MAX_LAYERS), "hidden": (1, MAX_HIDDEN), "embedding": (
             "samples": (0, MAX_SAMPLES), "seed": (0, checks.SEED_MAX), "threads": (1, None)}
 REALS = {"dropout": (0, 1, False), "val_fraction": (0, 1, True), "lr": (0, None, True),
          "weight_decay": (0, None, False), "min_lr_ratio": (0, 1, False), "grad_clip": (0, None, True),
-         "time_budget": (0, None, True), "forget_bias": (None, None, False)}
+         "time_budget": (0, None, True), "forget_bias": (-FLOAT32_MAX, FLOAT32_MAX, False)}
 FLAGS = ("lines", "lowercase", "progress")
 TEXT_ONLY_SPLIT = ("--val-fraction splits running text only: line items hold out makemore's seeded "
                    "min(1000, 10%) of the items, and a preset brings its own data; drop --val-fraction")
