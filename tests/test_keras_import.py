@@ -302,3 +302,17 @@ def test_missing_h5py_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setitem(sys.modules, "h5py", None)
     result = import_keras(FIXTURES / "notebook.keras", "--chars", "abc", "--out", tmp_path / "out.onnx")
     assert_input_error(result, "seqgen[train,keras]")
+
+
+def test_an_encrypted_archive_member_is_refused(tmp_path: Path) -> None:
+    """zipfile raises RuntimeError (not an OSError) for a member with the encryption flag."""
+    locked = tmp_path / "locked.keras"
+    data = bytearray((FIXTURES / "gru.keras").read_bytes())
+    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+        start = data.find(signature)
+        while start >= 0:
+            data[start + flag_at] |= 1
+            start = data.find(signature, start + 4)
+    locked.write_bytes(bytes(data))
+    assert_input_error(import_keras(locked, "--tokenizer", FIXTURES / "tokenizer.json", "--out",
+                                    tmp_path / "out.onnx"), "encrypted")

@@ -107,6 +107,8 @@ def archive_names(kinds: Sequence[str]) -> list[str]:
 
 def _member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
     """A zip member's bytes, read no further than `limit` whatever its header claims."""
+    if archive.getinfo(name).flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
+        raise SeqgenError(f"{archive.filename}: {name} is encrypted; save the model again without a password")
     with archive.open(name) as member:
         data = member.read(limit + 1)
     if len(data) > limit:
