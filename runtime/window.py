@@ -10,7 +10,7 @@ when the window holds exactly one padding id, i.e. the text has L - 1 characters
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,18 +27,24 @@ INPUT_LENGTH_KEY = "keras_input_length"
 """Metadata key (after the seqgen. prefix) of the Keras model's input length, recorded by import-keras."""
 MAX_WINDOW = 1_000_000
 WINDOW_BATCH = 256
-"""Windows run together in one graph call."""
+"""Windows run together in one graph call, at most."""
+WINDOW_CELLS = 2**22
+"""Most logits (rows x time x vocabulary) one graph call returns (16 MB), whatever the window length."""
 
 
 def keras_predict(model: Model, texts: Sequence[str], length: int | None = None) -> np.ndarray:
     """Next-token probabilities ([len(texts), vocab_size], float32, id 0 included) exactly as Keras'
     `model.predict(pad_sequences(tokenizer.texts_to_sequences(texts), maxlen=length))` gives them
     (for per-position models: its last position). `length` defaults to the imported model's input length."""
-    if isinstance(texts, str):
+    if isinstance(texts, str) or not isinstance(texts, Iterable):
         raise SeqgenError("keras_predict takes a list of texts; for one text pass [text]")
-    windows = keras_windows(model.vocab, texts, window_length(model, length))
-    parts = [_last_logits(model, windows[start : start + WINDOW_BATCH])
-             for start in range(0, len(texts), WINDOW_BATCH)]
+    texts = list(texts)
+    if not all(isinstance(text, str) for text in texts):
+        raise SeqgenError("keras_predict takes texts (str); decode bytes first")
+    length = window_length(model, length)
+    rows = max(1, min(WINDOW_BATCH, WINDOW_CELLS // model.vocab.size, WINDOW_CELLS // length))  # ids, logits
+    parts = [_last_logits(model, keras_windows(model.vocab, texts[start : start + rows], length))
+             for start in range(0, len(texts), rows)]
     logits = np.concatenate(parts) if parts else np.empty((0, model.vocab.size), np.float32)
     if not np.isfinite(logits).all():
         raise SeqgenError("the model's outputs overflowed to inf/NaN on this window (a ReLU state grew without "
@@ -73,6 +79,13 @@ def window_length(model: Model, length: int | None = None) -> int:
 
 
 def _last_logits(model: Model, windows: np.ndarray) -> np.ndarray:
+    """The last position's logits of each window, from a zero state; a long window runs in pieces of time that
+    carry the state, so a call's logits ([rows, time, vocab]) stay within WINDOW_CELLS."""
     shape = (model.file.layers, len(windows), model.file.hidden_size)
-    feeds = {"tokens": windows, **{name: np.zeros(shape, np.float32) for name in model.state_names}}
-    return model.ort.run(["logits"], feeds)[0][:, -1]
+    states = [np.zeros(shape, np.float32) for _ in model.state_names]
+    time = max(1, WINDOW_CELLS // (len(windows) * model.vocab.size))
+    for start in range(0, windows.shape[1], time):
+        feeds = {"tokens": np.ascontiguousarray(windows[:, start : start + time]),
+                 **dict(zip(model.state_names, states))}
+        logits, *states = model.ort.run(model.output_names, feeds)
+    return logits[:, -1]
