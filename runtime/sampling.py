@@ -257,8 +257,10 @@ class Sampler:
         left = self._limit - (self._seen - self._begun)
         kept = []
         for row, state in zip(logits, self._states):  # one row at a time: a few scalar lookups and one mask
-            if state < 0:  # the row has ended; what it draws now is never used
-                kept.append(1.0)
+            if state < 0:  # the row has ended: only the end again, so a session sampled on stays within the
+                kept.append(1.0)  # constraints (generate drops these draws; each still takes its one uniform)
+                row[:] = -np.inf
+                row[BOUNDARY] = 0.0
                 continue
             refused, grows = automaton.refused_within(state, left)  # type: ignore[union-attr]
             end = automaton.accepting_states[state] and (line_items or not grows)  # type: ignore[union-attr]

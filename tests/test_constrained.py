@@ -170,6 +170,17 @@ def test_session_sample_follows_a_constrained_sampler(models: dict[str, seqgen.M
     assert re.fullmatch("[a-e]+", session.text[0][len("hello "):])
 
 
+@pytest.mark.parametrize("kind", ["text", "lines"])
+def test_session_sample_past_the_end_of_a_match_only_ends_again(models: dict[str, seqgen.Model], kind: str) -> None:
+    """Sampled on after its text has ended, a constrained sampler gives only the end token (it drew freely
+    before: "krig" then "sidat" with the names model and pattern k[a-z]{3})."""
+    session = models[kind].session()
+    sampler = Sampler(Sampling(pattern="[a-e]{3}", seed=3))
+    drawn = [int(session.sample(sampler)[0]) for _ in range(12)]
+    assert re.fullmatch("[a-e]{3}", session.text[0]), session.text[0]
+    assert drawn[3:] == [0] * 9
+
+
 def test_kept_mass_is_the_model_probability_of_the_offered_characters(models: dict[str, seqgen.Model],
                                                                        tiny_models: dict[str, Path]) -> None:
     model = models["text"]
