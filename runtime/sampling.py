@@ -199,6 +199,10 @@ class Sampler:
         """Bind the sampler to `session` (all rows, or one `row`), whose text so far is the prompt, for at most
         `max_new_chars` new characters (None: no limit). `choose` does this itself on first use. Constraints
         that no text can meet in that length are refused here, before anything is generated."""
+        if row is not None:
+            row = checks.integer("row", row, 0, session.batch_size - 1)
+        if max_new_chars is not None:
+            max_new_chars = checks.integer("max_new_chars", max_new_chars, 0)
         self._session = session
         self._rows = slice(None) if row is None else slice(row, row + 1)
         session.current()  # a fresh session feeds its boundary token first

@@ -170,6 +170,15 @@ def test_session_sample_follows_a_constrained_sampler(models: dict[str, seqgen.M
     assert re.fullmatch("[a-e]+", session.text[0][len("hello "):])
 
 
+@pytest.mark.parametrize(("row", "length", "says"), [(5, 3, "row"), (-1, 3, "row"), (True, 3, "row"),
+                                                   (0, 1.5, "max_new_chars"), (0, -1, "max_new_chars")])
+def test_sampler_start_checks_its_row_and_length(models: dict[str, seqgen.Model], row: object, length: object,
+                                                 says: str) -> None:
+    """(an IndexError, or a misleading "raise max_new_chars" for -1, before)"""
+    with pytest.raises(seqgen.SeqgenError, match=says):
+        Sampler(Sampling(pattern="a")).start(models["text"].session(2), length, row=row)
+
+
 @pytest.mark.parametrize("kind", ["text", "lines"])
 def test_session_sample_past_the_end_of_a_match_only_ends_again(models: dict[str, seqgen.Model], kind: str) -> None:
     """Sampled on after its text has ended, a constrained sampler gives only the end token (it drew freely
