@@ -15,12 +15,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cells import NAMES as CELLS
+from .cells import state_names as state_names
 from .errors import SeqgenError
 from .vocab import Vocabulary
 from .wire import BYTES, VARINT, WireError, fields
 
 FORMAT_VERSION = 1
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 PREFIX = "seqgen."
 REQUIRED_KEYS = ("format_version", "vocabulary", "cell", "layers", "hidden_size", "embedding_size", "vocab_size")
 DEFAULT_MODEL = "shakespeare"
@@ -69,11 +70,6 @@ def _decoded(value: str) -> object:
     except ValueError:
         return value
     return value if isinstance(decoded, float) and not math.isfinite(decoded) else decoded
-
-
-def state_names(cell: str) -> tuple[str, ...]:
-    """The graph's recurrent state inputs for a cell type (outputs add "_out")."""
-    return ("state", "cell") if cell == "lstm" else ("state",)
 
 
 def artifacts_dir() -> Path:

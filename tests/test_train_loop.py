@@ -15,6 +15,7 @@ import torch
 from onnx import numpy_helper
 
 import seqgen
+from seqgen.cells import NAMES
 from seqgen.errors import SeqgenError
 from seqgen.train import CharRNN, TrainConfig, fit_texts, train
 from seqgen.train import loop as loop_module
@@ -63,7 +64,7 @@ def saved(path: Path) -> dict[str, object]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", NAMES)
 def test_each_cell_learns_and_exports_a_model_the_runtime_loads(corpus: Path, tmp_path: Path, cell: str) -> None:
     out = tmp_path / cell
     result = train(tiny(corpus, out, cell=cell, dropout=0.1))

@@ -17,7 +17,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from seqgen import __version__
-from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_checksums, state_names
+from seqgen.cells import CELLS, state_names
+from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_checksums
 from seqgen.vocab import Vocabulary
 
 from .files import atomic_write
@@ -28,18 +29,16 @@ PARITY_TOLERANCE = 1e-4
 PARITY_SHAPES = ((1, 1), (1, 17), (3, 1), (4, 33))
 """(batch, time) pairs checked against torch at export."""
 
-# Gate blocks of torch's weight rows, in ONNX's order: LSTM torch i,f,g,o -> ONNX i,o,f,c; GRU r,z,n -> z,r,h.
-_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,), "rnn_relu": (0,)}
-_OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
-
 
 class ParityError(RuntimeError):
     """The exported graph does not compute what the torch model computes."""
 
 
 def _gates(weight: torch.Tensor, cell: str) -> np.ndarray:
-    blocks = weight.detach().float().numpy().reshape(len(_GATE_ORDER[cell]), -1, *weight.shape[1:])
-    return np.concatenate([blocks[i] for i in _GATE_ORDER[cell]])[None]
+    """torch's stacked gate blocks of `weight` in ONNX's order, with ONNX's leading direction axis."""
+    order = CELLS[cell].gate_order
+    blocks = weight.detach().float().numpy().reshape(len(order), -1, *weight.shape[1:])
+    return np.concatenate([blocks[i] for i in order])[None]
 
 
 def build_graph(model: CharRNN) -> onnx.GraphProto:
@@ -56,11 +55,7 @@ def build_graph(model: CharRNN) -> onnx.GraphProto:
         helper.make_node("Transpose", ["tokens"], ["tokens_tb"], perm=[1, 0]),
         helper.make_node("Gather", ["embedding", "tokens_tb"], ["x0"]),
     ]
-    attrs = {"hidden_size": hidden}
-    if cell == "gru":
-        attrs["linear_before_reset"] = 1
-    if cell.startswith("rnn_"):
-        attrs["activations"] = ["Tanh" if cell == "rnn_tanh" else "Relu"]
+    attrs = {"hidden_size": hidden, **CELLS[cell].onnx_attributes}
     finals: dict[str, list[str]] = {s: [] for s in states}
     x = "x0"
     for layer in range(layers):
@@ -79,7 +74,7 @@ def build_graph(model: CharRNN) -> onnx.GraphProto:
             finals[s].append(f"{s}_out{layer}")
         inputs = [x, f"W{layer}", f"R{layer}", f"B{layer}", "", *initial]  # "" = no sequence_lens
         outputs = [f"y{layer}"] + [f"{s}_out{layer}" for s in states]
-        nodes.append(helper.make_node(_OP[cell], inputs, outputs, name=f"layer{layer}", **attrs))
+        nodes.append(helper.make_node(CELLS[cell].onnx_op, inputs, outputs, name=f"layer{layer}", **attrs))
         nodes.append(helper.make_node("Squeeze", [f"y{layer}", "axis1"], [f"x{layer + 1}"]))
         x = f"x{layer + 1}"
     for s in states:
