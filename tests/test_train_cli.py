@@ -21,7 +21,7 @@ from seqgen.errors import SeqgenError
 from seqgen.train import TrainConfig, fit_texts, train
 from seqgen.train.cli import main as train_cli
 from seqgen.train.config import parse_duration
-from seqgen.train.evaluate import held_out_text
+from seqgen.train.heldout import held_out_text
 from seqgen.train.quantize import quantize_int8
 
 torch.set_num_threads(1)
@@ -288,3 +288,11 @@ def test_forget_bias_takes_a_number_or_torch(tmp_path: Path, monkeypatch: pytest
         assert chosen.pop().forget_bias == expected
     CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next"])
     assert chosen.pop().forget_bias == 1.0
+
+
+def test_export_does_not_import_the_training_loop() -> None:
+    """`seqgen-train export` needs the export module alone, not the loop with its optimiser and data plumbing."""
+    probe = "import sys; from seqgen.train.cli import export; from seqgen.train.export import export_run; " \
+            "print('seqgen.train.loop' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

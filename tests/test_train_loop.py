@@ -17,7 +17,7 @@ from onnx import numpy_helper
 import seqgen
 from seqgen.cells import NAMES
 from seqgen.errors import SeqgenError
-from seqgen.train import CharRNN, TrainConfig, fit_texts, train
+from seqgen.train import CharRNN, TrainConfig, export_run, fit_texts, train
 from seqgen.train import loop as loop_module
 from seqgen.train.loop import TrainingDiverged
 
@@ -315,7 +315,7 @@ def test_a_new_run_in_a_used_folder_never_exports_the_old_runs_weights(
     assert not (out / "best.pt").exists() and not (out / "checkpoint.pt").exists()
     assert (out / "metrics.jsonl").read_text(encoding="utf-8") == ""
     with pytest.raises(SeqgenError, match=r"best\.pt"):
-        loop_module.export_run(out, tmp_path / "x.onnx")
+        export_run(out, tmp_path / "x.onnx")
 
 
 def test_progress_and_samples_go_to_stderr_only_when_asked(

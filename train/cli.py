@@ -16,7 +16,7 @@ from seqgen.errors import SeqgenError
 from seqgen.modelfile import CELLS
 from seqgen.vocab import ORDERS
 
-from .config import DEVICES, PRECISIONS, PRESETS, SCHEDULES, TrainConfig, parse_duration
+from .config import DEVICES, PRECISIONS, PRESETS, RESUME_OPTIONS, SCHEDULES, TrainConfig, parse_duration
 
 
 class Duration(click.ParamType):
@@ -97,10 +97,6 @@ _FIT_OPTIONS = [
 ]
 
 
-RESUME_OPTIONS = {"epochs", "max_steps", "time_budget", "progress", "threads", "device"}
-"""What a resumed run may change: its limits and the machine it runs on."""
-
-
 def _flags(names: list[str]) -> str:
     return ", ".join("--" + name.replace("_", "-") for name in names)
 
@@ -170,7 +166,7 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
 @click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization (smaller, faster).")
 def export(run: str, out: str, quantize: str | None) -> None:
     """Export a run's best weights (RUN folder or checkpoint) to one .onnx file."""
-    from .loop import export_run
+    from .export import export_run
 
     if not quantize:
         path = export_run(run, out)
@@ -191,9 +187,10 @@ def export(run: str, out: str, quantize: str | None) -> None:
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Held-out fraction of running text (default: the model's training value).")
 @click.option("--seed", type=int, help="Seed of the line-item split (default: the model's training seed).")
-def evaluate(model: str, corpus: tuple[str, ...], lines: bool, val_fraction: float | None, seed: int | None) -> None:
+def eval_command(model: str, corpus: tuple[str, ...], lines: bool, val_fraction: float | None,
+                 seed: int | None) -> None:
     """Loss, bits/char and accuracy of MODEL (.onnx or run folder) on CORPUS's held-out split."""
-    from .evaluate import held_out_score
+    from .heldout import held_out_score
 
     click.echo(json.dumps(held_out_score(model, list(corpus), val_fraction=val_fraction, seed=seed,
                                          lines=lines or None)))

@@ -15,6 +15,8 @@ PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRESETS = ("alphabet-seq2seq", "alphabet-next")
 """The seed notebook's tasks (seqgen.train.presets builds them)."""
+RESUME_OPTIONS = frozenset({"epochs", "max_steps", "time_budget", "progress", "threads", "device"})
+"""What a resumed run may change: its limits and the machine it runs on."""
 DEFAULT_VAL_FRACTION = 0.1
 """The held-out tail of running text, as nanoGPT holds out its last 10%."""
 TEXT_ONLY_SPLIT = ("--val-fraction splits running text only: line items hold out makemore's seeded "

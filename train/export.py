@@ -7,6 +7,8 @@ The graph is built with onnx.helper from the weights, using ONNX's native RNN/GR
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from seqgen.cells import CELLS, state_names
 from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_checksums
 from seqgen.vocab import Vocabulary
 
+from . import checkpoint
+from .config import TrainConfig
 from .files import atomic_write
 from .models import CharRNN
 
@@ -175,3 +179,31 @@ def write_with_metadata(onnx_model: onnx.ModelProto, metadata: dict[str, str], p
     for key, value in metadata.items():
         onnx_model.metadata_props.add(key=PREFIX + key, value=value)
     atomic_write(path, onnx_model.SerializeToString())
+
+
+def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, dict[str, object]]:
+    """The best weights of a run (or a checkpoint file), rebuilt as a CharRNN, with the checkpoint."""
+    saved = checkpoint.load(checkpoint.run_file(run, checkpoint.BEST))
+    config = TrainConfig.from_dict(saved["config"])
+    vocab = Vocabulary.from_json(saved["vocab"])
+    model = CharRNN(vocab.size, config.cell, config.embedding, config.hidden, config.layers)
+    model.load_state_dict(saved["model"])
+    return model.eval(), vocab, saved
+
+
+def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None) -> Path:
+    """Export a run's best weights to one .onnx file, with the training facts in its metadata."""
+    model, vocab, saved = load_run_model(run)
+    corpus = saved["corpus"]
+    training = {
+        "corpus": corpus["name"],
+        "corpus_sha256": corpus["sha256"],
+        "val_loss": round(float(saved["best_val"]), 5),
+        "val_accuracy": round(float(saved["best_accuracy"]), 5),
+        "best_step": int(saved["best_step"]),
+        "training": {"config": saved["config"], "seconds": round(seconds if seconds is not None
+                                                                else float(saved["elapsed"]), 1),
+                     "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"},
+    }
+    export_onnx(model, vocab, out, line_items=bool(corpus["line_items"]), training=training)
+    return Path(out)
