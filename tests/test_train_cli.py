@@ -79,13 +79,6 @@ def test_alphabet_seq2seq_preset_reaches_full_accuracy_and_continues_the_alphabe
         assert ranked[0]["prob"] > 0.5
 
 
-def test_the_cli_offers_exactly_the_presets_that_exist() -> None:
-    from seqgen.train.config import PRESETS
-    from seqgen.train.presets import TASKS
-
-    assert set(PRESETS) == set(TASKS)
-
-
 def test_alphabet_next_preset_predicts_the_third_letter_from_two(tmp_path: Path) -> None:
     out = tmp_path / "next"
     report = fit("--preset", "alphabet-next", "--out", str(out))

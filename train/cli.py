@@ -11,12 +11,13 @@ from pathlib import Path
 import click
 
 from seqgen import __version__
+from seqgen.cells import NAMES as CELLS
+from seqgen.choices import ORDERS
 from seqgen.cli import SeqgenGroup
 from seqgen.errors import SeqgenError
-from seqgen.modelfile import CELLS
-from seqgen.vocab import ORDERS
 
-from .config import DEVICES, PRECISIONS, PRESETS, RESUME_OPTIONS, SCHEDULES, TrainConfig, parse_duration
+from .config import DEVICES, PRECISIONS, RESUME_OPTIONS, SCHEDULES, TrainConfig, parse_duration
+from .presets import PRESETS, describe
 
 
 class Duration(click.ParamType):
@@ -58,8 +59,7 @@ def main() -> None:
 _FIT_OPTIONS = [
     click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default runs/run)."),
     click.option("--lines", is_flag=True, default=None, help="Each non-empty line is one item (makemore style)."),
-    click.option("--preset", type=click.Choice(PRESETS),
-                 help="The seed notebook's tasks."),
+    click.option("--preset", type=click.Choice(PRESETS), help=f"A built-in task with its data ({describe()})."),
     click.option("--cell", type=click.Choice(CELLS)),
     click.option("--layers", type=click.IntRange(1)),
     click.option("--hidden", type=click.IntRange(1), help="Hidden size per layer."),

@@ -5,7 +5,7 @@ Three shapes of data, one example format (targets of -1 are ignored by the loss)
   last `val_fraction` of the text is held out);
 - line items: each non-empty line framed by boundary tokens (makemore's split: a seeded random
   min(1000, 10%) of the items is held out);
-- pairs: (input text, target text) as in the seed notebook.
+- pairs: (input text, target text), each a next-character task.
 """
 
 from __future__ import annotations

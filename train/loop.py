@@ -181,7 +181,7 @@ class Run:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise SeqgenError(f"checkpoint in {self.out} does not fit this model ({str(exc).splitlines()[0]}); "
                               "resume with the options it was made with") from None
-        states = saved.get("rngs") or [(saved["torch_rng"], saved.get("device_rng"))]  # older: rank 0's alone
+        states = saved["rngs"]
         if self.rank < len(states):
             cpu, device = states[self.rank]
             torch.set_rng_state(cpu)
@@ -196,15 +196,14 @@ class Run:
     # -- files ---------------------------------------------------------------------------------
 
     def rng_payload(self) -> dict[str, object]:
-        """Every rank's generator states (CPU, and GPU where dropout draws there) as `rngs`, in rank order,
-        and rank 0's also under the keys older seqgen versions resume from. A collective under torchrun:
-        all ranks call it together."""
+        """Every rank's generator states (CPU, and GPU where dropout draws there) as `rngs`, in rank order.
+        A collective under torchrun: all ranks call it together."""
         mine = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
         gathered: list[object] = [mine]
         if self.world > 1:
             gathered = [None] * self.world
             torch.distributed.all_gather_object(gathered, mine)
-        return {"rngs": gathered, "torch_rng": gathered[0][0], "device_rng": gathered[0][1]}  # type: ignore[index]
+        return {"rngs": gathered}
 
     def save(self, name: str) -> None:
         """Checkpoint the run as `name` in its folder; all ranks call it, rank 0 writes."""
@@ -434,7 +433,7 @@ def train(config: TrainConfig, *, resume: bool = False, dataset: Dataset | None 
 
 def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path, **options: object) -> Result:
     """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
-    next-character tasks (the seed notebook's). Options are TrainConfig fields."""
+    next-character tasks. Options are TrainConfig fields."""
     if "val_fraction" in options:  # items and pairs in memory have their own held-out sets, no tail to cut
         raise SeqgenError(TEXT_ONLY_SPLIT)
     config = TrainConfig(out=str(out), **options)  # type: ignore[arg-type]
