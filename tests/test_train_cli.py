@@ -118,7 +118,7 @@ def test_time_budget_durations(text: str, seconds: float) -> None:
 
 
 @pytest.mark.parametrize("text", ["", "soon", "0", "3x", "m"])
-def test_bad_time_budget_is_a_usage_error(text: str, tmp_path: Path) -> None:
+def test_bad_time_budget_is_a_usage_error(text: str) -> None:
     with pytest.raises(SeqgenError):
         parse_duration(text)
     result = CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--time-budget", text])
