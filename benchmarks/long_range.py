@@ -69,7 +69,8 @@ def run(distance: int, cell: str, seed: int, args: argparse.Namespace, folder: P
     out = folder / f"{cell}-{distance}-{seed}"
     try:
         result = fit_texts(train_pairs, out, cell=cell, layers=1, hidden=hidden, embedding=EMBEDDING,
-                           batch_size=64, lr=args.lr, warmup_steps=100, max_steps=args.steps,
+                           batch_size=64, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=100,
+                           max_steps=args.steps,
                            eval_every=args.steps, samples=0, progress=False, seed=seed, threads=1,
                            forget_bias=args.forget_bias)
         score = accuracy(result.model_path, test_pairs)
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=10_000, help="parameters per model")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's, on every weight and bias")
     parser.add_argument("--train", type=int, default=4000, help="training sequences per distance")
     parser.add_argument("--test", type=int, default=500, help="held-out sequences per distance")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -135,6 +137,7 @@ def main() -> None:
                 for seed in args.seeds:
                     rows.append(run(distance, cell, seed, args, Path(tmp)))
                     print(json.dumps(rows[-1]), flush=True)
+    args.distances = sorted(args.distances)  # run in any order (longest first, say), reported in order
     if args.reuse:
         fresh = {label(r) for r in rows}
         rows = [r for r in json.loads(args.reuse.read_text())["rows"] if label(r) not in fresh] + rows

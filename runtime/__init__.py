@@ -40,8 +40,8 @@ def __getattr__(name: str) -> object:
 def load(path: str | Path | None = None, *, threads: int = 1, verify: bool = True) -> Model:
     """Load a model file, or a shipped model by short name; None loads the default model.
 
-    `threads` is onnxruntime's intra-op thread count (1 is fastest on small machines);
-    `verify` checks the weights against the checksum recorded in the file.
+    `threads` is onnxruntime's intra-op thread count (1 is fastest on small machines; at most the CPUs
+    this process may use); `verify` checks the file, weights and metadata, against its recorded checksum.
     """
     from .model import Model
     from .modelfile import read

@@ -10,6 +10,8 @@ from .errors import SeqgenError
 
 SEED_MAX = 2**64 - 1
 """Seeds are integers in 0..SEED_MAX: what numpy's generators and torch.manual_seed both accept."""
+MAX_BATCH = 10_000
+"""Most sequences run as one batch (sessions, prompts, samples): each holds its states and history."""
 
 
 def integer(name: str, value: object, low: int | None = None, high: int | None = None) -> int:

@@ -1,7 +1,9 @@
 """seqgen-run: predict, generate, score, describe and benchmark a seqgen model from the shell.
 
 Exit codes: 0 success, 1 internal error, 2 bad usage or bad input (one `Error:` line on stderr),
-130 interrupted. seqgen's heavy parts (numpy, onnxruntime) are imported inside the commands.
+130 interrupted. Generated text is printed as it is made: an error part-way (a state that overflows)
+leaves what was already printed on stdout, and the exit code tells that the output is incomplete.
+seqgen's heavy parts (numpy, onnxruntime) are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
+from .checks import MAX_BATCH
 from .choices import UNKNOWN_POLICIES
 from .errors import SeqgenError
 
 if TYPE_CHECKING:
     from .model import Model
+    from .sampling import Sampling
 
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 """Backslash escapes understood in --stop, since a shell cannot easily pass a newline."""
@@ -78,7 +82,9 @@ class SeqgenGroup(click.Group):
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split("\n"))
+    """The message on one line, printable however stderr encodes: bytes of a file name that are not
+    UTF-8 (lone surrogates in the str) are shown as escapes."""
+    return " ".join(str(exc).split("\n")).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _usage_line(exc: click.UsageError) -> str:
@@ -130,7 +136,8 @@ def model_options(*, text: bool = False) -> Callable[[Callable[..., None]], Call
         click.option("--model", metavar="PATH_OR_NAME",
                      help="Model file, or the short name of a shipped model.  [default: the default model]"),
         click.option("--threads", type=int, default=1, show_default=True,
-                     help="onnxruntime threads; 1 is fastest for small models."),
+                     help="onnxruntime threads, at most the CPUs this process may use; 1 is fastest for small "
+                          "models."),
     ]
     if text:
         options += [
@@ -154,6 +161,58 @@ def model_options(*, text: bool = False) -> Callable[[Callable[..., None]], Call
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def _command_line_texts(_ctx: click.Context, param: click.Parameter,
+                        value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """An option's text (or texts), refused unless UTF-8."""
+    name = param.opts[0]
+    if isinstance(value, tuple):
+        return tuple(argument_text(text, name) for text in value)
+    return None if value is None else argument_text(value, name)
+
+
+def _stop_strings(ctx: click.Context, param: click.Parameter, stops: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(map(unescape, _command_line_texts(ctx, param, stops)))  # type: ignore[arg-type]
+
+
+SAMPLING_FLAGS = {  # one per field of seqgen.Sampling: a new sampling option adds its flag here
+    "temperature": click.option("--temperature", type=float, default=1.0, show_default=True,
+                                help="0 is greedy; higher is wilder."),
+    "top_k": click.option("--top-k", type=int, help="Sample only from the K most likely characters."),
+    "top_p": click.option("--top-p", type=float,
+                          help="Sample only from the smallest set holding this much probability."),
+    "min_p": click.option("--min-p", type=float,
+                          help="Drop characters less likely than this times the most likely one."),
+    "repetition_penalty": click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
+                                       help="Above 1 avoids repeats."),
+    "stop": click.option("--stop", multiple=True, metavar="S", callback=_stop_strings,
+                         help="Stop before this text (repeatable; never printed). \\n, \\t, \\r and \\\\ are "
+                              "understood."),
+    "seed": click.option("--seed", type=int, help="Random seed, for reproducible samples."),
+    "allowed": click.option("--allowed", metavar="CHARS", callback=_command_line_texts,
+                            help="Generate only these characters."),
+    "banned": click.option("--ban", "banned", multiple=True, metavar="WORD", callback=_command_line_texts,
+                           help="Never generate this word, not even across the prompt boundary (repeatable)."),
+    "pattern": click.option("--pattern", metavar="REGEX", callback=_command_line_texts,
+                            help="A regular expression the whole new text fully matches (needs seqgen[constrain]); "
+                                 "see docs/constrained.md."),
+}
+
+
+def sampling_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The sampling flags, gathered once into one seqgen.Sampling that the command receives as `sampling`."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        from .sampling import Sampling  # here, not at the top: it imports numpy
+
+        chosen = {name: kwargs.pop(name) for name in SAMPLING_FLAGS}
+        command(*args, sampling=Sampling.from_kwargs(**chosen), **kwargs)
+
+    for option in reversed(SAMPLING_FLAGS.values()):
+        wrapper = option(wrapper)
+    return wrapper
 
 
 # -- reading and printing ----------------------------------------------------------------------
@@ -182,10 +241,15 @@ def text_argument(value: str) -> str:
     """A text given on the command line, or stdin for `-` without the one trailing newline `echo` adds."""
     if value == "-":
         return read_file("-").removesuffix("\n")
+    return argument_text(value, "the text argument")
+
+
+def argument_text(value: str, name: str) -> str:
+    """A command-line text, refused unless it is UTF-8 (other bytes reach argv as lone surrogates)."""
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:  # bytes that are not UTF-8 reach argv as lone surrogates (surrogateescape)
-        return _decode(os.fsencode(value), "the text argument")
+    except UnicodeEncodeError:
+        return _decode(os.fsencode(value), name)
     return value
 
 
@@ -241,61 +305,57 @@ def predict(text: str, k: int, as_json: bool, choice: ModelChoice) -> None:
 @main.command()
 @click.argument("prompt", default="")
 @click.option("-n", "--max-new-chars", type=int, default=200, show_default=True, help="Most characters to add.")
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="0 is greedy; higher is wilder.")
-@click.option("--top-k", type=int, help="Sample only from the K most likely characters.")
-@click.option("--top-p", type=float, help="Sample only from the smallest set holding this much probability.")
-@click.option("--min-p", type=float, help="Drop characters less likely than this times the most likely one.")
-@click.option("--repetition-penalty", type=float, default=1.0, show_default=True, help="Above 1 avoids repeats.")
-@click.option("--stop", multiple=True, metavar="S", callback=lambda _ctx, _param, stops: tuple(map(unescape, stops)),
-              help="Stop before this text (repeatable; never printed). \\n, \\t, \\r and \\\\ are understood.")
-@click.option("--seed", type=int, help="Random seed, for reproducible samples.")
-@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
-              help="How many samples to make (made together as one batch).")
+@sampling_options
+@click.option("--num-samples", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True,
+              help=f"How many samples to make, 1..{MAX_BATCH} (made together as one batch).")
 @click.option("--show-prompt/--no-show-prompt", default=False, show_default=True,
               help="Print the prompt before each sample.")
 @click.option("--known", type=click.Path(allow_dash=True), metavar="FILE",
               help="Mark each sample found among FILE's lines (e.g. the training names) and count the new ones.")
 @json_option
 @model_options(text=True)
-def generate(prompt: str, max_new_chars: int, temperature: float, top_k: int | None, top_p: float | None,
-             min_p: float | None, repetition_penalty: float, stop: tuple[str, ...], seed: int | None,
-             num_samples: int, show_prompt: bool, known: str | None, as_json: bool, choice: ModelChoice) -> None:
+def generate(prompt: str, max_new_chars: int, sampling: Sampling, num_samples: int, show_prompt: bool,
+             known: str | None, as_json: bool, choice: ModelChoice) -> None:
     """New text after PROMPT, printed as it is made.
 
     Samples of a running-text model are separated by a blank line; a line-item model's are one per line.
     """
+    if prompt == "-" and known == "-":
+        raise SeqgenError("the prompt and --known cannot both read standard input; give --known a file")
     model = choice.load()
     prompt = text_argument(prompt)
     if known is not None:
         report_known(model, prompt, max_new_chars, num_samples, set(read_file(known).splitlines()), as_json,
-                     {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
-                      "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed})
+                     sampling)
         return
-    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
-                "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed}
     head = prompt if show_prompt else ""
     if num_samples == 1 and not as_json:
-        pieces = model.stream(prompt, max_new_chars, **sampling)
+        pieces = model.stream(prompt, max_new_chars, sampling=sampling)
         first = next(pieces, "")  # the options are checked here, so an error comes before any output
         click.echo(head + first, nl=False)
         for piece in pieces:
             click.echo(piece, nl=False)
         click.echo()
         return
-    if num_samples == 1:
-        samples = [model.generate(prompt, max_new_chars, **sampling)]
-    else:
-        samples = model.generate_batch([prompt] * num_samples, max_new_chars, **sampling)
+    from .generate import generate_texts  # here, not at the top: it imports numpy
+    from .sampling import Sampler
+
+    sampler = Sampler(sampling, report_kept=as_json)
+    samples = generate_texts(model, [prompt] * num_samples, max_new_chars, sampler)
     if as_json:
-        _print_json({"prompt": prompt, "samples": samples})
+        report: dict[str, object] = {"prompt": prompt, "samples": samples}
+        if sampling.constrained:  # per character: the share of the model's probability the constraints kept
+            report["kept"] = [[float(step[row]) for step in sampler.kept[: len(sample)]]
+                              for row, sample in enumerate(samples)]
+        _print_json(report)
     else:
         click.echo(("\n" if model.file.line_items else "\n\n").join(head + sample for sample in samples))
 
 
 def report_known(model: Model, prompt: str, max_new_chars: int, num_samples: int, known: set[str], as_json: bool,
-                 sampling: dict[str, object]) -> None:
+                 sampling: Sampling) -> None:
     """makemore's in/out-of-training report: each sample (prompt included) marked known or new."""
-    samples = [prompt + s for s in model.generate_batch([prompt] * num_samples, max_new_chars, **sampling)]
+    samples = [prompt + s for s in model.generate_batch([prompt] * num_samples, max_new_chars, sampling=sampling)]
     flags = [sample in known for sample in samples]
     if as_json:
         _print_json({"prompt": prompt, "samples": samples, "known": flags, "new": flags.count(False)})
@@ -351,8 +411,8 @@ def info(name: str | None, as_json: bool, choice: ModelChoice) -> None:
 @main.command()
 @click.option("-n", "--max-new-chars", type=click.IntRange(min=1), default=500, show_default=True,
               help="Characters generated per sequence in each run.")
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
-              help="The larger batch size to time besides batch 1.")
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=64, show_default=True,
+              help=f"The larger batch size to time besides batch 1 (at most {MAX_BATCH}).")
 @json_option
 @model_options()
 def bench(max_new_chars: int, batch: int, as_json: bool, choice: ModelChoice) -> None:
@@ -397,6 +457,8 @@ def run() -> None:
     nothing that needs it (no files open for writing, no atexit work), so the output is flushed here
     and the process ends at once with main's exit code.
     """
+    if sys.stderr is None:  # started with stderr closed (`2>&-`): errors go nowhere, never to stdout
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (kept open until os._exit)
     try:
         main()
         code = 0

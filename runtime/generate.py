@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import SeqgenError
+from . import checks
 from .sampling import Sampler
 from .session import Session
 from .vocab import BOUNDARY
@@ -18,19 +18,7 @@ if TYPE_CHECKING:
 
 def check_length(max_new_chars: int) -> int:
     """The number of characters to generate, checked before any prompt is processed."""
-    if not isinstance(max_new_chars, int) or isinstance(max_new_chars, bool) or max_new_chars < 0:
-        raise SeqgenError(f"max_new_chars must be an integer >= 0, got {max_new_chars!r}")
-    return max_new_chars
-
-
-def stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Normalise the `stop` argument to a tuple of non-empty strings."""
-    if stop is None:
-        return ()
-    stops = (stop,) if isinstance(stop, str) else tuple(stop)
-    if any(not isinstance(s, str) or not s for s in stops):
-        raise SeqgenError("stop strings must be non-empty text; remove the empty one")
-    return stops
+    return checks.integer("max_new_chars", max_new_chars, 0)
 
 
 class StopMatcher:
@@ -74,8 +62,11 @@ def prompt_session(model: Model, prompts: Sequence[str]) -> Session:
     return Session.stack([singles[p] for p in prompts])
 
 
-def stream_rows(session: Session, max_new_chars: int, sampler: Sampler, stop: tuple[str, ...]) -> Iterator[list[str]]:
-    """Step all sequences together; yield each step's new text per row ("" for finished rows)."""
+def stream_rows(session: Session, max_new_chars: int, sampler: Sampler) -> Iterator[list[str]]:
+    """Step all sequences together; yield each step's new text per row ("" for finished rows). A row ends at
+    its end token or at one of the sampler's stop strings (held back until it is clear, never emitted)."""
+    sampler.start(session, max_new_chars)
+    stop = sampler.options.stop
     chars = ("", *session.model.vocab.chars)
     if session.batch_size == 1 and not stop:  # the common case, kept free of per-row bookkeeping
         for _ in range(max_new_chars):
@@ -100,3 +91,13 @@ def stream_rows(session: Session, max_new_chars: int, sampler: Sampler, stop: tu
             break
     if matchers is not None:
         yield [m.flush() for m in matchers]
+
+
+def generate_texts(model: Model, prompts: Sequence[str], max_new_chars: int, sampler: Sampler) -> list[str]:
+    """New text for each prompt, all rows stepped together; `sampler.kept` then holds the constraints' kept mass."""
+    max_new_chars = check_length(max_new_chars)
+    texts: list[list[str]] = [[] for _ in prompts]
+    for pieces in stream_rows(prompt_session(model, prompts), max_new_chars, sampler):
+        for text, piece in zip(texts, pieces):
+            text.append(piece)
+    return ["".join(t) for t in texts]

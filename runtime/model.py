@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,16 +12,19 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import modelfile
+from . import checks, modelfile
 from .errors import SeqgenError
-from .generate import check_length, prompt_session, stop_strings, stream_rows
-from .modelfile import PREFIX
+from .generate import check_length, generate_texts, prompt_session, stream_rows
 from .sampling import Sampler, Sampling
+from .sampling import options as sampling_options
 from .session import Session
 from .vocab import IGNORE, frame_items
 
 SCORE_BATCH = 256
-"""Line items scored together in one call."""
+"""Most line items scored together in one call."""
+SCORE_TOKENS = 65_536
+"""Most padded positions (items x longest) of line items scored in one call: their logits are at most
+SCORE_TOKENS x vocabulary floats, whatever the lines' lengths (a longer line goes alone, in chunks)."""
 
 
 @dataclass(frozen=True)
@@ -69,15 +73,23 @@ def _ort_session(path: Path, threads: int, quantized: bool) -> ort.InferenceSess
         raise SeqgenError(f"{path}: onnxruntime cannot load the graph ({first_line}); re-export the model") from None
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one): more onnxruntime
+    threads than that only compete for them (1,000 threads ran 50x slower than 1)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 class Model:
     """A seqgen model ready to run on the CPU. Safe to share between threads."""
 
     def __init__(self, file: modelfile.ModelFile, *, threads: int = 1) -> None:
-        if not isinstance(threads, int) or threads < 1:
-            raise SeqgenError(f"threads must be an integer >= 1, got {threads!r}")
+        threads = checks.integer("threads (at most the CPUs this process may use)", threads, 1, usable_cpus())
         self.file = file
         self.vocab = file.vocab
-        self.ort = _ort_session(file.path, threads, quantized=file.metadata.get(PREFIX + "quantization") == "int8")
+        self.ort = _ort_session(file.path, threads, quantized=file.quantized)
         self.state_names = modelfile.state_names(file.cell)
         self.output_names = ["logits"] + [f"{n}_out" for n in self.state_names]
         self._check_signature()
@@ -129,10 +141,12 @@ class Model:
 
     def predict_batch(self, texts: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
         """`predict` for many texts."""
-        if not isinstance(k, int) or k < 1:
-            raise SeqgenError(f"k must be an integer >= 1, got {k!r}")
+        k = checks.integer("k", k, 1)
         if isinstance(texts, str):
             raise SeqgenError("predict_batch takes a list of texts; for one text use predict")
+        if len(texts) > checks.MAX_BATCH:
+            raise SeqgenError(f"predict_batch takes at most {checks.MAX_BATCH} texts at a time, got {len(texts)}; "
+                              "split the list")
         if not texts:
             return []
         probs = prompt_session(self, texts).distribution()
@@ -142,57 +156,35 @@ class Model:
 
     # -- generation --------------------------------------------------------------------------
 
-    def stream(
-        self,
-        prompt: str = "",
-        max_new_chars: int = 200,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-    ) -> Iterator[str]:
-        """Yield new text as it is made (stop strings are never emitted)."""
-        options = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
-        stops, max_new_chars = stop_strings(stop), check_length(max_new_chars)
-        session = prompt_session(self, [prompt])
-        for pieces in stream_rows(session, max_new_chars, Sampler(options, seed), stops):
+    def stream(self, prompt: str = "", max_new_chars: int = 200, *, sampling: Sampling | None = None,
+               **options: object) -> Iterator[str]:
+        """Yield new text as it is made (stop strings are never emitted).
+
+        The options are those of seqgen.Sampling (temperature, top_k, top_p, min_p, repetition_penalty, seed,
+        stop, and the constraints allowed, banned, pattern), given as keywords or as one `sampling=Sampling(...)`;
+        they are checked, and impossible constraints refused, before any text is made.
+        """
+        sampler, max_new_chars = Sampler(sampling_options(sampling, options)), check_length(max_new_chars)
+        for pieces in stream_rows(prompt_session(self, [prompt]), max_new_chars, sampler):
             if pieces[0]:
                 yield pieces[0]
 
-    def generate(self, prompt: str = "", max_new_chars: int = 200, **sampling: object) -> str:
+    def generate(self, prompt: str = "", max_new_chars: int = 200, *, sampling: Sampling | None = None,
+                 **options: object) -> str:
         """New text after `prompt` (the prompt itself is not included). Options as in `stream`."""
-        return "".join(self.stream(prompt, max_new_chars, **sampling))  # type: ignore[arg-type]
+        return "".join(self.stream(prompt, max_new_chars, sampling=sampling, **options))
 
-    def generate_batch(
-        self,
-        prompts: Sequence[str],
-        max_new_chars: int = 200,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-    ) -> list[str]:
-        """New text for each prompt, all sequences advanced together by one batched step per character."""
+    def generate_batch(self, prompts: Sequence[str], max_new_chars: int = 200, *, sampling: Sampling | None = None,
+                       **options: object) -> list[str]:
+        """New text for each prompt, all sequences advanced together by one batched step per character.
+
+        Options as in `stream`; one random stream serves the whole batch, row after row at each step.
+        """
         if isinstance(prompts, str):
             raise SeqgenError("generate_batch takes a list of prompts; for one prompt use generate")
         if not prompts:
             return []
-        options = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
-        stops, max_new_chars = stop_strings(stop), check_length(max_new_chars)
-        session = prompt_session(self, prompts)
-        texts = [[] for _ in prompts]
-        for pieces in stream_rows(session, max_new_chars, Sampler(options, seed), stops):
-            for text, piece in zip(texts, pieces):
-                text.append(piece)
-        return ["".join(t) for t in texts]
+        return generate_texts(self, prompts, max_new_chars, Sampler(sampling_options(sampling, options)))
 
     # -- scoring -----------------------------------------------------------------------------
 
@@ -215,17 +207,40 @@ class Model:
         return _joined(parts)
 
     def _score_items(self, items: list[str]) -> Score:
+        """Each item from a fresh state. Items go to the graph in groups of similar length, so the padding
+        (and the logits held at once) follow the group's characters, not its count times its longest
+        line; each item's scores are put back in its place, so the result is the same in any grouping."""
         if not items:
             raise SeqgenError("nothing to score: the text has no non-empty lines")
-        encoded = [self.vocab.encode(item) for item in items]
-        parts = []
-        for start in range(0, len(encoded), SCORE_BATCH):
-            inputs, targets = frame_items(encoded[start : start + SCORE_BATCH])
-            # a fresh session feeds the leading boundary itself
-            logits = np.concatenate(list(self.session(len(inputs)).chunk_logits(inputs[:, 1:])), axis=1)
-            mask = targets != IGNORE
-            parts.append(_score_rows(logits[mask], targets[mask]))
-        return _joined(parts)
+        encoded = [ids for ids in (self.vocab.encode(item) for item in items) if ids.size]
+        if not encoded:
+            raise SeqgenError("nothing to score: every line is empty after the unknown-character policy")
+        scored: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in encoded]
+        for group in _groups(sorted(range(len(encoded)), key=lambda i: encoded[i].size), encoded):
+            inputs, targets = frame_items([encoded[i] for i in group])
+            done = 0  # a fresh session feeds the leading boundary itself
+            for logits in self.session(len(group)).chunk_logits(inputs[:, 1:]):
+                chunk = targets[:, done : done + logits.shape[1]]
+                mask = chunk != IGNORE
+                logprobs, correct = _score_rows(logits[mask], chunk[mask])
+                cuts = np.cumsum(mask.sum(axis=1))[:-1]
+                for item, piece in zip(group, zip(np.split(logprobs, cuts), np.split(correct, cuts))):
+                    scored[item].append(piece)
+                done += logits.shape[1]
+        return _joined([piece for pieces in scored for piece in pieces])
+
+
+def _groups(order: list[int], encoded: list[np.ndarray]) -> Iterator[list[int]]:
+    """Consecutive runs of `order` (items by length) of at most SCORE_BATCH items whose padded size,
+    items x (longest + 1), stays within SCORE_TOKENS; a longer item goes alone."""
+    group: list[int] = []
+    for item in order:
+        width = encoded[item].size + 1  # the longest so far: `order` is by length
+        if group and (len(group) == SCORE_BATCH or (len(group) + 1) * width > SCORE_TOKENS):
+            yield group
+            group = []
+        group.append(item)
+    yield group
 
 
 def _score_rows(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

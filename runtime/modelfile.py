@@ -11,6 +11,7 @@ import json
 import math
 import mmap
 import os
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,24 +19,28 @@ from pathlib import Path
 from .cells import NAMES as CELLS
 from .cells import state_names as state_names
 from .errors import SeqgenError
-from .vocab import Vocabulary
-from .wire import BYTES, VARINT, WireError, fields
+from .graph import GraphFacts, check_against_graph, graph_facts
+from .vocab import Vocabulary, is_text
+from .wire import BYTES, WireError, fields, records
 
 FORMAT_VERSION = 1
 PREFIX = "seqgen."
 REQUIRED_KEYS = ("format_version", "vocabulary", "cell", "layers", "hidden_size", "embedding_size", "vocab_size")
 DEFAULT_MODEL = "shakespeare"
-TEXT_KEYS = frozenset({"graph_crc32", "graph_sha256", "corpus", "corpus_sha256", "created", "seqgen_version"})
+CHECKSUM_KEY = "file_crc32"
+"""The key of the checksum that covers the whole file, its seqgen metadata included."""
+TEXT_KEYS = frozenset({CHECKSUM_KEY, "graph_crc32", "graph_sha256", "corpus", "corpus_sha256", "created",
+                       "seqgen_version"})
 """Metadata that is text even when it reads as a number (a hex digest of digits only, a file named 2024)."""
 # Limits that no sensible character model reaches; larger declared sizes mean a damaged or hostile file.
 MAX_LAYERS, MAX_HIDDEN, MAX_VOCAB = 64, 65_536, 1_114_113
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of a JSON metadata value (the training configuration needs 3)."""
+FLAGS = {"true": True, "false": False}
+QUANTIZATIONS = ("none", "int8")
 
 # Field numbers of onnx.proto that the checks below read.
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
-_GRAPH_INITIALIZER, _GRAPH_INPUT = 5, 11
-_VALUE_NAME, _VALUE_TYPE, _TYPE_TENSOR, _TENSOR_SHAPE, _SHAPE_DIM, _DIM_VALUE = 1, 2, 1, 2, 1, 1
-_TENSOR_DATA_LOCATION, _TENSOR_EXTERNAL_DATA = 14, 13
-_EXTERNAL = 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class ModelFile:
     hidden_size: int
     embedding_size: int
     line_items: bool
+    quantized: bool
 
     @property
     def info(self) -> dict[str, object]:
@@ -64,12 +70,28 @@ class ModelFile:
 
 def _decoded(value: str) -> object:
     """A metadata value as the JSON it holds (numbers, structures); text, and numbers JSON cannot write
-    back (1e999 is infinite), stay strings."""
+    back (1e999 is infinite), stay strings. Deep nesting and lone surrogates (which no output can
+    print) are refused: `read` decodes every value once, so a file holding them is refused on load."""
     try:
         decoded = json.loads(value)
+    except RecursionError:
+        raise SeqgenError(f"metadata value is JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:
         return value
-    return value if isinstance(decoded, float) and not math.isfinite(decoded) else decoded
+    if isinstance(decoded, float) and not math.isfinite(decoded):
+        return value
+    pending = [(decoded, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise SeqgenError(f"metadata value is JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, dict):
+            pending += [(k, depth) for k in item] + [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            pending += [(v, depth + 1) for v in item]
+        elif isinstance(item, str) and not is_text(item):
+            raise SeqgenError("metadata value holds a lone surrogate (\\ud800-\\udfff), which is not text")
+    return decoded
 
 
 def artifacts_dir() -> Path:
@@ -92,10 +114,10 @@ def resolve(model: str | Path | None) -> Path:
         model = DEFAULT_MODEL
     text = str(model)
     bare = isinstance(model, str) and "/" not in text and os.sep not in text and not text.endswith(".onnx")
-    if bare and (artifacts_dir() / f"{text}.onnx").exists():
+    if bare and _exists(artifacts_dir() / f"{text}.onnx"):
         return artifacts_dir() / f"{text}.onnx"
     path = Path(model)
-    if path.exists() or not bare:
+    if not bare or _exists(path):
         return path
     raise SeqgenError(
         f"no model file or shipped model named {text!r}; give a path to a .onnx file "
@@ -103,36 +125,35 @@ def resolve(model: str | Path | None) -> Path:
     )
 
 
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; False where that cannot be checked (`read` then says why)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def graph_checksums(data: bytes) -> dict[str, str]:
     """The metadata an exporter records about the serialized graph (operators and weights) inside an
-    ONNX file's bytes: `graph_crc32`, which every load checks, and `graph_sha256`, the weights' identity."""
+    ONNX file's bytes: `graph_crc32` (checked by seqgen before `file_crc32`) and `graph_sha256`, the
+    weights' identity."""
     for number, kind, value in fields(data):
         if number == _MODEL_GRAPH and kind == BYTES:
-            return {"graph_crc32": _crc32(value), "graph_sha256": _sha256(value)}
+            return {"graph_crc32": f"{zlib.crc32(value):08x}", "graph_sha256": _sha256(value)}
     raise WireError("no graph")
 
 
-def _crc32(graph: bytes | memoryview) -> str:
-    return f"{zlib.crc32(graph):08x}"
+def file_checksum(data: bytes | memoryview) -> str:
+    """`file_crc32` of a serialized model: what an exporter records and every load checks (see
+    docs/model-format.md): the CRC-32 of every field of the ModelProto but its metadata, then of the
+    seqgen metadata in a canonical encoding, the checksum key itself left out."""
+    return _scan(memoryview(data), checksum=True).checksum  # type: ignore[return-value]
 
 
 def _sha256(graph: bytes | memoryview) -> str:
-    import hashlib  # here: loading OpenSSL costs 3.6 MiB and 5 ms, and only exporters and older files need it
+    import hashlib  # here: loading OpenSSL costs 3.6 MiB and 5 ms, and only exporters need it
 
     return hashlib.sha256(graph).hexdigest()
-
-
-def _verify(path: Path, graph: memoryview, metadata: dict[str, str]) -> None:
-    """Refuse a graph whose bytes changed since export. A checksum in the same file guards against damage,
-    not tampering, so crc32 serves (7 ms at 13 MB, no OpenSSL); files from before it carry only sha256."""
-    if (expected := metadata.get(PREFIX + "graph_crc32")) is not None:
-        intact = _crc32(graph) == expected.lower()
-    elif (expected := metadata.get(PREFIX + "graph_sha256")) is not None:
-        intact = _sha256(graph) == expected.lower()
-    else:
-        return
-    if not intact:
-        raise SeqgenError(f"{path}: weights do not match their recorded checksum; the file is corrupted, get it again")
 
 
 def read(model: str | Path | None = None, *, verify: bool = True) -> ModelFile:
@@ -142,12 +163,11 @@ def read(model: str | Path | None = None, *, verify: bool = True) -> ModelFile:
     no copy of its bytes stays in (or passes through) the Python heap: that keeps peak memory low.
     """
     path = resolve(model)
-    if not path.exists():
-        raise SeqgenError(f"model file {path} does not exist; check the path or use a shipped model name")
-    if path.is_dir():
-        raise SeqgenError(f"model path {path} is a directory; give the .onnx file inside it")
+    _check_regular_file(path)
     try:
         with path.open("rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # replaced between the check and the open
+                raise SeqgenError(f"model path {path} is not a regular file; give the .onnx file itself")
             if os.fstat(handle.fileno()).st_size == 0:
                 raise SeqgenError(f"model file {path} is empty; export or download it again")
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
@@ -160,91 +180,89 @@ def read(model: str | Path | None = None, *, verify: bool = True) -> ModelFile:
             mapped.close()
 
 
+def _check_regular_file(path: Path) -> None:
+    """Refuse what is missing, unreachable or not a regular file before opening it: opening a FIFO
+    blocks until a writer comes, and a device can be endless."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise SeqgenError(f"model file {path} does not exist; check the path or use a shipped model name") from None
+    except (OSError, ValueError) as exc:  # no permission on a folder, a name too long, a NUL byte
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SeqgenError(f"cannot check model path {_shown(path)}: {reason}; check the path and its "
+                          "folders' permissions") from None
+    if stat.S_ISDIR(mode):
+        raise SeqgenError(f"model path {path} is a directory; give the .onnx file inside it")
+    if not stat.S_ISREG(mode):
+        raise SeqgenError(f"model path {path} is not a regular file (a pipe, device or socket); give a .onnx file")
+
+
+def _shown(path: Path) -> str:
+    """A path printable on any terminal: bytes that are not UTF-8 are shown escaped, and long names cut."""
+    text = ascii(str(path))[1:-1] if not str(path).isprintable() else str(path)
+    return text if len(text) <= 120 else text[:100] + "..." + text[-17:]
+
+
+@dataclass
+class _Scan:
+    """What one pass over a model file's top-level fields finds."""
+
+    metadata: dict[str, str]
+    graph: memoryview | None
+    checksum: str | None
+
+
 def _read_mapped(path: Path, data: memoryview, verify: bool) -> ModelFile:
     with data:
         try:
-            metadata, graph = _scan(data)
+            scan = _scan(data, checksum=verify)
+            if scan.graph is None:
+                raise SeqgenError(f"{path} has no graph; it is not a complete ONNX model, export it again")
+            facts = graph_facts(scan.graph)
         except WireError:
             raise SeqgenError(f"{path} is not a readable ONNX file (truncated or not ONNX); export it again") from None
-        except SeqgenError as exc:  # external data: name the file like every other refusal
-            raise SeqgenError(f"{path}: {exc}") from None
-        if graph is None:
-            raise SeqgenError(f"{path} has no graph; it is not a complete ONNX model, export it again")
-        with graph:
-            return _checked(path, metadata, graph, verify)
+        except SeqgenError as exc:
+            raise SeqgenError(exc.args[0] if str(path) in str(exc) else f"{path}: {exc}") from None
+        with scan.graph:
+            return _checked(path, scan, facts, verify)
 
 
-def _scan(data: memoryview) -> tuple[dict[str, str], memoryview | None]:
+def _scan(data: memoryview, *, checksum: bool) -> _Scan:
+    """Metadata and graph of a model file, and (with `checksum`) its file_crc32, in one pass."""
     metadata: dict[str, str] = {}
     graph = None
-    for number, kind, value in fields(data):
-        if number == _MODEL_GRAPH and kind == BYTES:
-            graph = value
-        elif number == _MODEL_METADATA and kind == BYTES:
+    crc = 0
+    for number, kind, value, raw in records(data):
+        if number == _MODEL_METADATA and kind == BYTES:
             try:
                 entry = {n: bytes(v).decode("utf-8") for n, k, v in fields(value) if k == BYTES}
             except UnicodeDecodeError:
                 raise WireError("metadata is not UTF-8") from None
-            metadata[entry.get(1, "")] = entry.get(2, "")
-    if graph is not None:
-        for number, kind, value in fields(graph):
-            if number == _GRAPH_INITIALIZER and kind == BYTES and _is_external(value):
-                raise SeqgenError("model stores weights in external data files; a seqgen model is one file")
-    return metadata, graph
-
-
-def _is_external(tensor: memoryview) -> bool:
-    return any(
-        (n == _TENSOR_DATA_LOCATION and k == VARINT and v == _EXTERNAL) or n == _TENSOR_EXTERNAL_DATA
-        for n, k, v in fields(tensor)
-    )
-
-
-def _state_inputs(graph: memoryview) -> dict[str, list[int | None]]:
-    """Name and dimensions (None where dynamic) of each graph input; the step graph has only a few."""
-    inputs = {}
-    for number, kind, value in fields(graph):
-        if number != _GRAPH_INPUT or kind != BYTES:
+            key = entry.get(1, "")
+            if key in metadata and key.startswith(PREFIX):
+                raise SeqgenError(f"metadata key {key!r} appears twice; the file was edited or damaged, re-export it")
+            metadata[key] = entry.get(2, "")
             continue
-        name, dims = "", []
-        for n, k, v in fields(value):
-            if n == _VALUE_NAME and k == BYTES:
-                name = bytes(v).decode("utf-8", "replace")
-            elif n == _VALUE_TYPE and k == BYTES:
-                tensors = [t for m, j, t in fields(v) if m == _TYPE_TENSOR and j == BYTES]
-                shapes = [s for t in tensors for m, j, s in fields(t) if m == _TENSOR_SHAPE and j == BYTES]
-                for dim in (d for s in shapes for m, j, d in fields(s) if m == _SHAPE_DIM and j == BYTES):
-                    values = [x for m, j, x in fields(dim) if m == _DIM_VALUE and j == VARINT]
-                    dims.append(values[0] if values else None)
-        inputs[name] = dims
-    return inputs
+        if number == _MODEL_GRAPH and kind == BYTES:
+            graph = value
+        if checksum:
+            crc = zlib.crc32(raw, crc)
+    if checksum:
+        for key in sorted(k for k in metadata if k.startswith(PREFIX) and k != PREFIX + CHECKSUM_KEY):
+            for text in (key, metadata[key]):
+                encoded = text.encode("utf-8")
+                crc = zlib.crc32(encoded, zlib.crc32(len(encoded).to_bytes(4, "little"), crc))
+    return _Scan(metadata, graph, f"{crc:08x}" if checksum else None)
 
 
-def _check_state_inputs(path: Path, graph: memoryview, cell: str, layers: int, hidden: int) -> None:
-    """The metadata's cell and sizes must be the graph's: a Session builds its states from them."""
-    try:
-        inputs = _state_inputs(graph)
-    except WireError:
-        raise SeqgenError(f"{path} is not a readable ONNX file (damaged graph); export it again") from None
-    if ("cell" in inputs) != (cell == "lstm"):
-        raise SeqgenError(f"{path}: metadata says cell={cell!r} but the graph is {'' if 'cell' in inputs else 'not '}"
-                          "an LSTM; the file was edited or damaged, re-export it")
-    for name in ("state", "cell"):
-        dims = inputs.get(name)
-        if dims is None or len(dims) != 3:
-            continue  # a missing or malformed state input is reported when the graph is loaded
-        for axis, key, declared in ((0, "layers", layers), (2, "hidden_size", hidden)):
-            if dims[axis] is not None and dims[axis] != declared:
-                raise SeqgenError(f"{path}: metadata says {key}={declared} but the graph's {name!r} input has "
-                                  f"{dims[axis]}; the file was edited or damaged, re-export it")
-
-
-def _checked(path: Path, metadata: dict[str, str], graph: memoryview, verify: bool) -> ModelFile:
+def _checked(path: Path, scan: _Scan, facts: GraphFacts, verify: bool) -> ModelFile:
+    """Every metadata fact parsed strictly by its type, tied to the graph, and covered by the checksum."""
+    metadata = scan.metadata
     missing = [k for k in REQUIRED_KEYS if PREFIX + k not in metadata]
     if missing:
         hint = "it is not a seqgen model" if len(missing) == len(REQUIRED_KEYS) else "its metadata is incomplete"
         raise SeqgenError(f"{path}: {hint} (missing {', '.join(missing)}); export it with seqgen-train export")
-    meta = {k: metadata[PREFIX + k] for k in REQUIRED_KEYS}
+    meta = {k.removeprefix(PREFIX): v for k, v in metadata.items() if k.startswith(PREFIX)}
     if meta["format_version"] != str(FORMAT_VERSION):
         raise SeqgenError(
             f"{path}: model format version {meta['format_version']!r} is not supported by this seqgen "
@@ -252,17 +270,15 @@ def _checked(path: Path, metadata: dict[str, str], graph: memoryview, verify: bo
         )
     if meta["cell"] not in CELLS:
         raise SeqgenError(f"{path}: unknown cell type {meta['cell']!r}; expected one of {', '.join(CELLS)}")
-    sizes = {}
-    for key, limit in (("layers", MAX_LAYERS), ("hidden_size", MAX_HIDDEN), ("embedding_size", MAX_HIDDEN),
-                       ("vocab_size", MAX_VOCAB)):
-        try:
-            sizes[key] = int(meta[key])
-        except ValueError:
-            raise SeqgenError(f"{path}: metadata {key}={meta[key]!r} is not a number; re-export the model") from None
-        if not 1 <= sizes[key] <= limit:
-            raise SeqgenError(f"{path}: metadata {key}={sizes[key]} is outside 1..{limit}; the file is damaged")
+    sizes = {key: _size(path, key, meta[key], limit) for key, limit in (
+        ("layers", MAX_LAYERS), ("hidden_size", MAX_HIDDEN), ("embedding_size", MAX_HIDDEN), ("vocab_size", MAX_VOCAB))}
+    line_items = _choice(path, meta, "line_items", FLAGS, "false")
+    quantized = _choice(path, meta, "quantization", dict(zip(QUANTIZATIONS, (False, True))), "none")
     try:
         vocab = Vocabulary.from_json(meta["vocabulary"])
+        for key, value in meta.items():
+            if key != "vocabulary":
+                _decoded(value)
     except SeqgenError as exc:
         raise SeqgenError(f"{path}: {exc}") from None
     if vocab.size != sizes["vocab_size"]:
@@ -270,16 +286,46 @@ def _checked(path: Path, metadata: dict[str, str], graph: memoryview, verify: bo
             f"{path}: vocabulary has {vocab.size} tokens but metadata says vocab_size={sizes['vocab_size']}; "
             "the file was edited or damaged, re-export it"
         )
-    _check_state_inputs(path, graph, meta["cell"], sizes["layers"], sizes["hidden_size"])
+    if line_items and any(char in vocab.chars for char in "\n\r"):
+        raise SeqgenError(f"{path}: metadata says line_items=true but the vocabulary holds a line end, which no "
+                          "line item contains; the file was edited or damaged, re-export it")
+    try:
+        check_against_graph(facts, meta["cell"], sizes["layers"], sizes["hidden_size"], sizes["embedding_size"],
+                            sizes["vocab_size"], quantized)
+    except SeqgenError as exc:
+        raise SeqgenError(f"{path}: {exc}; the file was edited or damaged, re-export it") from None
     if verify:
-        _verify(path, graph, metadata)
-    return ModelFile(
-        path=path,
-        metadata=metadata,
-        vocab=vocab,
-        cell=meta["cell"],
-        layers=sizes["layers"],
-        hidden_size=sizes["hidden_size"],
-        embedding_size=sizes["embedding_size"],
-        line_items=metadata.get(PREFIX + "line_items", "false") == "true",
-    )
+        _verify(path, scan)
+    return ModelFile(path=path, metadata=metadata, vocab=vocab, cell=meta["cell"], layers=sizes["layers"],
+                     hidden_size=sizes["hidden_size"], embedding_size=sizes["embedding_size"], line_items=line_items,
+                     quantized=quantized)
+
+
+def _size(path: Path, key: str, text: str, limit: int) -> int:
+    """A size written in plain decimal digits ("2", never "+2", " 2", "2.0" or "٢"), within 1..limit."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise SeqgenError(f"{path}: metadata {key}={text!r} is not a number; re-export the model")
+    if not 1 <= int(text) <= limit:
+        raise SeqgenError(f"{path}: metadata {key}={int(text)} is outside 1..{limit}; the file is damaged")
+    return int(text)
+
+
+def _choice(path: Path, meta: dict[str, str], key: str, values: dict[str, bool], default: str) -> bool:
+    """An optional metadata word, exactly one of `values` ("false" is not true, "True" is not a value)."""
+    text = meta.get(key, default)
+    if text not in values:
+        raise SeqgenError(f"{path}: metadata {key}={text!r} is not one of {', '.join(values)}; re-export the model")
+    return values[text]
+
+
+def _verify(path: Path, scan: _Scan) -> None:
+    """Refuse a file whose bytes or seqgen metadata changed since export. A checksum stored in the same
+    file guards against damage and careless edits, not tampering, so CRC-32 serves (7 ms at 13 MB, no
+    OpenSSL); a file without one is refused, so deleting it cannot switch the check off."""
+    expected = scan.metadata.get(PREFIX + CHECKSUM_KEY)
+    if expected is None:
+        raise SeqgenError(f"{path} has no {CHECKSUM_KEY} checksum (it was edited, or is older than this seqgen); "
+                          "re-export it, or stamp an older file of yours with seqgen.train.export.restamp")
+    if expected.lower() != scan.checksum:
+        raise SeqgenError(f"{path}: contents do not match their recorded checksum; the file is corrupted or was "
+                          "edited, get it again or re-export it")

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import checks
 from .cells import bounded_names, cell
 from .errors import SeqgenError
-from .sampling import PENALTY_WINDOW, Sampler, penalize
+from .sampling import Sampler, mask_end
 from .vocab import BOUNDARY
 
 if TYPE_CHECKING:
@@ -29,8 +30,7 @@ class Session:
     """Recurrent state for `batch_size` sequences, each started by the boundary token."""
 
     def __init__(self, model: Model, batch_size: int = 1) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise SeqgenError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = checks.integer("batch_size", batch_size, 1, checks.MAX_BATCH)
         self.model = model
         self.batch_size = batch_size
         shape = (model.file.layers, batch_size, model.file.hidden_size)
@@ -50,6 +50,9 @@ class Session:
         """One Session continuing each of `sessions` (batch 1 each, same model) as one batch."""
         if not sessions or any(s.batch_size != 1 or s.model is not sessions[0].model for s in sessions):
             raise SeqgenError("stack takes one or more sessions of batch size 1 of the same model")
+        if len(sessions) > checks.MAX_BATCH:
+            raise SeqgenError(f"at most {checks.MAX_BATCH} sequences run as one batch, got {len(sessions)}; "
+                              "split them into smaller batches")
         model = sessions[0].model
         batch = cls(model, len(sessions))
         for single in sessions:
@@ -82,13 +85,23 @@ class Session:
 
         A fresh session first feeds the boundary token, so its first logits predict `tokens[:, 0]`.
         """
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self._token_ids(tokens)
         if tokens.ndim != 2 or tokens.shape[0] != self.batch_size:
             raise SeqgenError(f"tokens must have shape [{self.batch_size}, time], got {list(tokens.shape)}")
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.model.vocab.size):
+        return self._chunks(tokens)
+
+    def _token_ids(self, ids: object) -> np.ndarray:
+        """`ids` as int64, refused unless every one is an integer in 0..vocabulary size - 1 (-1 would wrap
+        to the last character, a large id fail inside onnxruntime)."""
+        array = np.asarray(ids)
+        if array.dtype.kind not in "iu":
+            raise SeqgenError(f"token ids must be integers, got an array of {array.dtype}; encode text with the "
+                              "model's vocabulary")
+        array = array.astype(np.int64, copy=False)
+        if (array.view(np.uint64) >= self.model.vocab.size).any():  # one test: negative ids view as huge ones
             raise SeqgenError(f"token ids must be in 0..{self.model.vocab.size - 1}; encode text with the model's "
                               "vocabulary")
-        return self._chunks(tokens)
+        return array
 
     def _chunks(self, tokens: np.ndarray) -> Iterator[np.ndarray]:
         if not self._length:
@@ -110,7 +123,11 @@ class Session:
         return logits
 
     def step(self, ids: np.ndarray) -> None:
-        """Append one token per sequence (`ids`, [batch]) in one bound call: the per-character path."""
+        """Append one token per sequence (`ids`, [batch]) in one bound call: the per-character path.
+        The ids are checked first, so a bad one changes nothing."""
+        ids = self._token_ids(ids)
+        if ids.shape != (self.batch_size,):
+            raise SeqgenError(f"step takes {self.batch_size} token id(s), one per sequence, got {list(ids.shape)}")
         if self._step is None:
             self.current()
             self._step = _BoundStep(self)
@@ -150,15 +167,10 @@ class Session:
         """Logits ([batch, vocab], a copy) for the next token of each sequence."""
         return self.current().copy()
 
-    def _mask_boundary(self, logits: np.ndarray) -> None:
-        """In place: running-text models never end a text, so the boundary is never next."""
-        if not self.model.file.line_items:
-            logits[:, BOUNDARY] = -np.inf
-
     def distribution(self) -> np.ndarray:
-        """Next-token probabilities ([batch, vocab])."""
+        """Next-token probabilities ([batch, vocab]) under the end rule (seqgen.sampling.mask_end)."""
         logits = self.logits()
-        self._mask_boundary(logits)
+        mask_end(logits, self.model.file.line_items)
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         return probs / probs.sum(axis=1, keepdims=True)
@@ -176,16 +188,22 @@ class Session:
 
     # -- sampling ----------------------------------------------------------------------------
 
-    def sample(self, sampler: Sampler | None = None) -> np.ndarray:
-        """Draw the next token of every sequence, feed it, and return the ids ([batch])."""
-        if sampler is None:  # one default sampler per session, so its random stream carries on
+    def sample(self, sampler: Sampler | Sequence[Sampler] | None = None) -> np.ndarray:
+        """Draw the next token of every sequence, feed it, and return the ids ([batch]).
+
+        `sampler` shapes and draws (every stage: seqgen.sampling); None uses this session's default sampler,
+        whose random stream carries on between calls. A list of Samplers, one per row, samples each row with
+        its own options and random stream.
+        """
+        if sampler is None:
             self._default_sampler = self._default_sampler or Sampler()
             sampler = self._default_sampler
-        logits = self.current()  # worked on in place: the step below replaces it
-        self._mask_boundary(logits)
-        if sampler.options.repetition_penalty != 1.0:
-            penalize(logits, self.tokens[:, -PENALTY_WINDOW:], sampler.options.repetition_penalty)
-        ids = sampler(logits)
+        if isinstance(sampler, Sampler):
+            ids = sampler.choose(self)
+        else:
+            if len(sampler) != self.batch_size or not all(isinstance(s, Sampler) for s in sampler):
+                raise SeqgenError(f"sample takes one Sampler, or a list of {self.batch_size} (one per row)")
+            ids = np.concatenate([one.choose(self, row) for row, one in enumerate(sampler)])
         self.step(ids)
         return ids
 
@@ -202,18 +220,26 @@ class Session:
         layers, hidden, vocab = self.model.file.layers, self.model.file.hidden_size, self.model.vocab.size
         expected = {name: (layers, self.batch_size, hidden) for name in self.model.state_names}
         expected["logits"] = (self.batch_size, vocab)
+        if not isinstance(saved, dict):
+            raise SeqgenError("load_state takes the dict that save_state returned")
+        arrays = {}  # every array checked and converted before anything of this session changes
         for name, shape in expected.items():
             value = saved.get(name)
-            if not isinstance(value, np.ndarray) or value.shape != shape:
-                raise SeqgenError(f"saved state has no {name!r} of shape {shape}; save it from a session "
+            if not isinstance(value, np.ndarray) or value.shape != shape or value.dtype.kind not in "fiu":
+                raise SeqgenError(f"saved state has no real-valued {name!r} of shape {shape}; save it from a session "
                                   "of this model with the same batch size")
+            with np.errstate(over="ignore"):
+                arrays[name] = value.astype(np.float32)
+            # states are finite; logits may hold -inf (a token masked out) but never NaN or +inf
+            if not (np.isfinite(arrays[name]).all() if name != "logits" else (arrays[name] < np.inf).all()):
+                raise SeqgenError(f"saved state's {name!r} holds NaN or infinite values; it is damaged, save it again")
         tokens = saved.get("tokens")
         if not isinstance(tokens, np.ndarray) or tokens.dtype.kind not in "iu" or tokens.ndim != 2 \
                 or tokens.shape[0] != self.batch_size or tokens.size == 0 or tokens.min() < 0 or tokens.max() >= vocab:
             raise SeqgenError("saved state's tokens do not fit this model; save it from a session of this model")
         for name, buffer in self._state.items():
-            np.copyto(buffer, saved[name])
-        self._logits = np.array(saved["logits"], np.float32)
+            np.copyto(buffer, arrays[name])
+        self._logits = arrays["logits"]
         self._length = 0
         self._append(tokens)
 

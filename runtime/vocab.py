@@ -35,8 +35,11 @@ class Vocabulary:
     _ids: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if any(len(c) != 1 for c in self.chars):
+        if any(not isinstance(c, str) or len(c) != 1 for c in self.chars):
             raise SeqgenError("vocabulary entries must be single characters; rebuild the vocabulary")
+        if not is_text("".join(self.chars)):
+            raise SeqgenError("vocabulary holds a lone surrogate (U+D800..U+DFFF), which no text can carry; "
+                              "rebuild the vocabulary")
         if len(set(self.chars)) != len(self.chars):
             raise SeqgenError("vocabulary has duplicate characters; rebuild the vocabulary")
         if self.order not in ORDERS:
@@ -128,23 +131,39 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, text: str) -> Vocabulary:
-        """Inverse of `to_json`; raises SeqgenError on anything malformed."""
+        """Inverse of `to_json`, each field strictly of its type ("false" is not a bool); raises
+        SeqgenError on anything malformed."""
         try:
             data = json.loads(text)
-            chars = data["chars"]
-            if not isinstance(chars, str) or data.get("boundary", BOUNDARY) != BOUNDARY:
-                raise TypeError
-            return cls(
-                tuple(chars),
-                lowercase=bool(data.get("lowercase", False)),
-                order=data.get("order", "frequency"),
-                unknown=data.get("unknown", "error"),
-                replacement=data.get("replacement"),
-            )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            if isinstance(exc, SeqgenError):
-                raise
+        except (ValueError, RecursionError):
             raise SeqgenError("vocabulary JSON is malformed; re-export the model") from None
+        fields = {"chars": (str,), "boundary": (int,), "lowercase": (bool,), "order": (str,), "unknown": (str,),
+                  "replacement": (str, type(None))}
+        if not isinstance(data, dict) or "chars" not in data or set(data) - set(fields):
+            raise SeqgenError("vocabulary JSON is malformed (it needs chars and only the documented keys); "
+                              "re-export the model")
+        for key, value in data.items():
+            if not isinstance(value, fields[key]) or (isinstance(value, bool) and bool not in fields[key]):
+                raise SeqgenError(f"vocabulary {key} is {value!r}, not of its type ({fields[key][0].__name__}); "
+                                  "re-export the model")
+        if data.get("boundary", BOUNDARY) != BOUNDARY:
+            raise SeqgenError(f"vocabulary boundary must be {BOUNDARY}; re-export the model")
+        vocab = cls(tuple(data["chars"]), lowercase=data.get("lowercase", False), order=data.get("order", "frequency"),
+                    unknown=data.get("unknown", "error"), replacement=data.get("replacement"))
+        if vocab.lowercase and any(char.lower() != char for char in vocab.chars):
+            raise SeqgenError("vocabulary says lowercase=true but holds upper-case characters, which lower-cased "
+                              "text never has; re-export the model")
+        return vocab
+
+
+def is_text(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: it holds no lone surrogate (which json's \\ud800 escapes
+    and surrogateescape decoding can put in a str, and no output can print)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def frame_items(items: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Just enough of the protobuf wire format to read an ONNX file's metadata without the onnx package.
 
 The runtime must not import onnx, yet it has to check a model file before onnxruntime sees it:
-its metadata, whether its weights live in external files, and the hash of its graph.
+its metadata, the shapes and attributes of its graph, and the checksum of its bytes.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
-    """Yield (field number, wire type, value) for each field of one message; BYTES values are views."""
+def records(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview, memoryview]]:
+    """Yield (field number, wire type, value, the field's own bytes) for each field of one message;
+    BYTES values are views. The field's bytes (key and value) let a checksum skip some fields."""
     view = memoryview(buf)
     pos, end = 0, len(view)
     while pos < end:
+        start = pos
         key, pos = _varint(view, pos)
         number, kind = key >> 3, key & 7
         if number == 0:
@@ -51,4 +53,19 @@ def fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview
             value, pos = int.from_bytes(view[pos : pos + width], "little"), pos + width
         else:
             raise WireError(f"unsupported wire type {kind}")
+        yield number, kind, value, view[start:pos]
+
+
+def fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+    """Yield (field number, wire type, value) for each field of one message; BYTES values are views."""
+    for number, kind, value, _ in records(buf):
         yield number, kind, value
+
+
+def varints(buf: bytes | memoryview) -> list[int]:
+    """The integers of a packed repeated field."""
+    view, pos, values = memoryview(buf), 0, []
+    while pos < len(view):
+        value, pos = _varint(view, pos)
+        values.append(value)
+    return values

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from seqgen import cli
-from seqgen.modelfile import PREFIX
+from seqgen.modelfile import CHECKSUM_KEY, PREFIX
 
 
 def run(*args: object, stdin: str | bytes | None = None) -> Result:
@@ -36,15 +36,23 @@ def seqgen_run() -> list[str]:
     return [script] if script else [sys.executable, "-c", "from seqgen.cli import run; run()"]
 
 
-def edited(source: Path, target: Path, **changes: str | None) -> Path:
-    """A copy of `source` with seqgen metadata keys changed (None removes a key)."""
+def edited(source: Path, target: Path, *, stamp: bool = True, **changes: str | None) -> Path:
+    """A copy of `source` with seqgen metadata keys changed (None removes a key). With `stamp` its
+    file_crc32 is computed afresh, as a careless (or hostile) writer would, so the load checks behind
+    the checksum are tested on their own; without it the old checksum stays (or goes, if removed)."""
     onnx = pytest.importorskip("onnx")
+    from seqgen.train.export import stamped
+
     model = onnx.load(source)
     entries = {p.key: p.value for p in model.metadata_props}
     for key, value in changes.items():
         entries.pop(PREFIX + key, None)
         if value is not None:
             entries[PREFIX + key] = value
+    if stamp:
+        target.write_bytes(stamped(model, {k.removeprefix(PREFIX): v for k, v in entries.items()
+                                           if k.startswith(PREFIX) and k != PREFIX + CHECKSUM_KEY}))
+        return target
     del model.metadata_props[:]
     for key, value in entries.items():
         model.metadata_props.add(key=key, value=value)

@@ -64,7 +64,7 @@ def test_vocabulary_not_matching_the_logits(tmp_path: Path, tiny_model: Path) ->
     shorter = model.vocab.chars[:-1]
     vocab = seqgen.Vocabulary(shorter).to_json()
     refused(edited(tiny_model, tmp_path / "v.onnx", vocabulary=vocab, vocab_size=str(len(shorter) + 1)),
-            "logits have width")
+            rf"vocab_size={len(shorter) + 1} .* embedding tables have shapes \[\[{len(shorter) + 2}, 8\]\]")
 
 
 def _with_changed_weight(source: Path, target: Path) -> Path:
@@ -79,31 +79,52 @@ def _with_changed_weight(source: Path, target: Path) -> Path:
 
 def test_corrupted_weights_are_caught_by_the_checksum(tmp_path: Path, tiny_model: Path) -> None:
     flipped = _with_changed_weight(tiny_model, tmp_path / "flipped.onnx")
-    refused(flipped, "do not match their recorded checksum")
+    refused(flipped, "contents do not match their recorded checksum")
     assert seqgen.load(flipped, verify=False).predict("the", 1)  # the check can be turned off
 
 
-def test_files_with_only_a_sha256_are_still_verified(tmp_path: Path, tiny_model: Path) -> None:
-    """Files exported before graph_crc32 carry only graph_sha256; loading still checks it."""
-    older = edited(tiny_model, tmp_path / "older.onnx", graph_crc32=None)
-    assert seqgen.load(older).predict("the", 1)
-    refused(_with_changed_weight(older, tmp_path / "flipped.onnx"), "do not match their recorded checksum")
+def test_a_file_without_its_checksum_is_refused_and_restamp_gives_an_older_file_one(
+        tmp_path: Path, tiny_model: Path) -> None:
+    """Deleting the checksum must not switch the check off; a file from before file_crc32 (graph
+    checksums only) is refused until `restamp` checks its graph and stamps it."""
+    from seqgen.train.export import restamp
+
+    older = edited(tiny_model, tmp_path / "older.onnx", stamp=False, file_crc32=None)
+    refused(older, "has no file_crc32 checksum")
+    bare = edited(older, tmp_path / "bare.onnx", stamp=False, graph_crc32=None, graph_sha256=None)
+    refused(bare, "has no file_crc32 checksum")
+    assert seqgen.load(bare, verify=False).predict("the", 1)  # the check can be turned off
+    restamp(older, tmp_path / "stamped.onnx")
+    assert seqgen.load(tmp_path / "stamped.onnx").predict("the", 2) == seqgen.load(tiny_model).predict("the", 2)
+    with pytest.raises(seqgen.SeqgenError, match="does not match a recorded graph checksum"):
+        restamp(_with_changed_weight(older, tmp_path / "flipped.onnx"))
+    with pytest.raises(seqgen.SeqgenError, match="does not match a recorded graph checksum"):
+        restamp(bare)
 
 
-def test_the_exporter_records_both_checksums_of_the_graph(tiny_model: Path) -> None:
+def test_the_exporter_records_the_file_checksum_and_both_graph_checksums(tiny_model: Path) -> None:
+    """file_crc32 as docs/model-format.md defines it, computed here with onnx: the CRC-32 of the model
+    serialized without metadata, continued over each seqgen key and value (sorted by key, each preceded
+    by its UTF-8 length as 4 little-endian bytes), the file_crc32 entry left out."""
     import hashlib
     import zlib
 
     model = onnx.load(tiny_model)
     graph = model.graph.SerializeToString()
-    metadata = {p.key.removeprefix("seqgen."): p.value for p in model.metadata_props}
-    assert metadata["graph_crc32"] == f"{zlib.crc32(graph):08x}"
-    assert metadata["graph_sha256"] == hashlib.sha256(graph).hexdigest()
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert metadata["seqgen.graph_crc32"] == f"{zlib.crc32(graph):08x}"
+    assert metadata["seqgen.graph_sha256"] == hashlib.sha256(graph).hexdigest()
+    del model.metadata_props[:]
+    crc = zlib.crc32(model.SerializeToString())
+    for key in sorted(k for k in metadata if k != "seqgen.file_crc32"):
+        for text in (key.encode(), metadata[key].encode()):
+            crc = zlib.crc32(len(text).to_bytes(4, "little") + text, crc)
+    assert metadata["seqgen.file_crc32"] == f"{crc:08x}"
 
 
 def test_an_uppercase_crc_from_another_writer_is_accepted(tmp_path: Path, tiny_model: Path) -> None:
-    crc = seqgen.load(tiny_model).info["graph_crc32"]
-    assert seqgen.load(edited(tiny_model, tmp_path / "upper.onnx", graph_crc32=crc.upper())).predict("the", 1)
+    crc = seqgen.load(tiny_model).info["file_crc32"]
+    assert seqgen.load(edited(tiny_model, tmp_path / "upper.onnx", stamp=False, file_crc32=crc.upper()))
 
 
 def test_digests_stay_text_and_json_never_decodes_to_infinity(tmp_path: Path, tiny_model: Path) -> None:
@@ -153,3 +174,110 @@ def test_a_shipped_name_is_not_shadowed_by_a_file_in_the_current_folder(
     assert resolve(name).parent.name == "artifacts"
     assert resolve(f"./{name}") == Path(f"./{name}")  # the folder, when asked for by path
     assert resolve(Path(name)) == Path(name)
+
+
+def test_metadata_edits_are_caught_by_the_checksum(tmp_path: Path, tiny_models: dict[str, Path]) -> None:
+    """The issue's reproducer, rnn_relu edited to rnn_tanh, meets the graph check (with its checksum
+    recomputed or not); the checksum covers every other seqgen key, those that change nothing included."""
+    relu = tiny_models["rnn_relu"]
+    for stamp in (False, True):
+        refused(edited(relu, tmp_path / "cell.onnx", stamp=stamp, cell="rnn_tanh"),
+                "cell='rnn_tanh' but the graph's recurrent layers are rnn_relu")
+    refused(edited(relu, tmp_path / "loss.onnx", stamp=False, val_loss="0.1"),
+            "contents do not match their recorded checksum")
+    model = seqgen.load(relu)
+    chars = "".join(reversed(model.vocab.chars))  # a permutation: only the checksum can tell
+    refused(edited(relu, tmp_path / "chars.onnx", stamp=False, vocabulary=_vocabulary(relu, chars=chars)),
+            "contents do not match their recorded checksum")
+
+
+def _vocabulary(path: Path, **changes: object) -> str:
+    import json
+
+    data = json.loads(seqgen.load(path).file.metadata["seqgen.vocabulary"])
+    return json.dumps({**data, **changes})
+
+
+@pytest.mark.parametrize(("model", "changes", "message"), [
+    ("lstm", {"cell": "gru"}, "cell='gru' but the graph's recurrent layers are lstm"),
+    ("gru", {"cell": "lstm"}, "cell='lstm' but the graph's recurrent layers are gru"),
+    ("rnn_tanh", {"cell": "rnn_relu"}, "cell='rnn_relu' but the graph's recurrent layers are rnn_tanh"),
+    ("lstm", {"layers": "1"}, "layers=1 but the graph has 2 recurrent layers"),
+    ("lstm", {"hidden_size": "8"}, "hidden_size=8"),
+    ("lstm", {"embedding_size": "16"}, "embedding_size=16 but the graph's embedding tables have shapes"),
+    ("lstm", {"quantization": "int8"}, "quantization=int8 but the graph's weights are not int8"),
+    ("lstm", {"line_items": "true"}, "line_items=true but the vocabulary holds a line end"),
+    ("lstm", {"line_items": "True"}, "line_items='True' is not one of true, false"),
+    ("lstm", {"quantization": "INT8"}, "quantization='INT8' is not one of none, int8"),
+    ("lstm", {"layers": "+2"}, "layers='\\+2' is not a number"),
+    ("lstm", {"layers": " 2"}, "not a number"),
+    ("lstm", {"hidden_size": "١٦"}, "not a number"),
+    ("lstm", {"hidden_size": "16.0"}, "not a number"),
+    ("lstm", {"format_version": "1.0"}, "format version '1.0' is not supported"),
+])
+def test_every_fact_that_changes_behaviour_is_tied_to_the_graph_or_parsed_strictly(
+        tmp_path: Path, tiny_models: dict[str, Path], model: str, changes: dict[str, str], message: str) -> None:
+    refused(edited(tiny_models[model], tmp_path / "edited.onnx", **changes), message)
+
+
+def test_quantization_none_on_an_int8_graph_is_refused(tmp_path: Path) -> None:
+    from seqgen.modelfile import artifacts_dir
+
+    refused(edited(artifacts_dir() / "names-int8.onnx", tmp_path / "q.onnx", quantization="none"),
+            "quantization=none but the graph's weights are int8")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"lowercase": "false"}, "vocabulary lowercase is 'false', not of its type \\(bool\\)"),
+    ({"lowercase": 1}, "vocabulary lowercase is 1"),
+    ({"boundary": False}, "vocabulary boundary is False"),
+    ({"boundary": 0.0}, "vocabulary boundary is 0.0"),
+    ({"chars": ["a", "b"]}, "vocabulary chars is"),
+    ({"replacement": 5}, "vocabulary replacement is 5"),
+    ({"extra": 1}, "only the documented keys"),
+    ({"lowercase": True}, "lowercase=true but holds upper-case characters"),
+])
+def test_the_vocabulary_json_is_parsed_strictly_by_type(tmp_path: Path, tiny_models: dict[str, Path],
+                                                        changes: dict[str, object], message: str) -> None:
+    source = export_upper(tmp_path) if "lowercase" in changes and changes["lowercase"] is True \
+        else tiny_models["lstm"]
+    refused(edited(source, tmp_path / "v.onnx", vocabulary=_vocabulary(source, **changes)), message)
+
+
+def export_upper(tmp_path: Path) -> Path:
+    from conftest import export_tiny
+
+    return export_tiny(tmp_path / "upper.onnx", "gru", texts=["Hello World"], layers=1, hidden=4)
+
+
+def test_deep_json_and_lone_surrogates_are_refused_on_load(tmp_path: Path, tiny_model: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    refused(edited(tiny_model, tmp_path / "v.onnx", vocabulary=deep), "vocabulary JSON is malformed")
+    refused(edited(tiny_model, tmp_path / "t.onnx", training=deep), "nested deeper than 32 levels")
+    refused(edited(tiny_model, tmp_path / "t2.onnx", training="[" * 40 + "]" * 40), "nested deeper than 32 levels")
+    chars = "".join(seqgen.load(tiny_model).vocab.chars[:-1]) + "\ud800"
+    refused(edited(tiny_model, tmp_path / "s.onnx", vocabulary=_vocabulary(tiny_model, chars=chars)), "lone surrogate")
+    refused(edited(tiny_model, tmp_path / "s2.onnx", corpus='"\\udc80.txt"'), "lone surrogate")
+
+
+def test_a_hidden_size_edit_in_a_graph_with_dynamic_dimensions_is_refused_on_load(
+        tmp_path: Path, tiny_model: Path) -> None:
+    """The state inputs say nothing of the sizes here: the recurrent layers' attribute and weights do."""
+    from seqgen.train.export import stamped
+
+    model = onnx.load(tiny_model)
+    for value in (*model.graph.input, *model.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            dim.dim_param = "any"
+    metadata = {p.key.removeprefix("seqgen."): p.value for p in model.metadata_props if p.key != "seqgen.file_crc32"}
+    (tmp_path / "dynamic.onnx").write_bytes(stamped(model, metadata))
+    assert seqgen.load(tmp_path / "dynamic.onnx").predict("the", 1)
+    (tmp_path / "hidden.onnx").write_bytes(stamped(model, {**metadata, "hidden_size": "17"}))
+    refused(tmp_path / "hidden.onnx", "hidden_size=17 but a recurrent layer of the graph has hidden_size 16")
+
+
+def test_a_metadata_key_given_twice_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    model = onnx.load(tiny_model)
+    model.metadata_props.add(key="seqgen.cell", value="gru")
+    onnx.save(model, tmp_path / "twice.onnx")
+    refused(tmp_path / "twice.onnx", "metadata key 'seqgen.cell' appears twice")

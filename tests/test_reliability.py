@@ -25,7 +25,7 @@ from helpers import assert_input_error, edited, run, seqgen_run
 import seqgen
 from seqgen import session as session_module
 from seqgen.modelfile import MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB
-from seqgen.sampling import Sampler, Sampling, penalize
+from seqgen.sampling import Sampler, Sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,11 +111,11 @@ def test_absurd_declared_sizes_are_refused_before_anything_is_allocated(
 
 
 @pytest.mark.parametrize(("cell", "changes", "words"), [
-    ("lstm", {"layers": "1"}, "layers=1 but the graph's 'state' input has 2"),
-    ("lstm", {"hidden_size": "8"}, "hidden_size=8 but the graph's 'state' input has 16"),
-    ("gru", {"layers": "3", "hidden_size": "64"}, "layers=3 but the graph's 'state' input has 2"),
-    ("lstm", {"cell": "rnn_tanh"}, "cell='rnn_tanh' but the graph is an LSTM"),
-    ("gru", {"cell": "lstm"}, "cell='lstm' but the graph is not an LSTM"),
+    ("lstm", {"layers": "1"}, "layers=1 but the graph has 2 recurrent layers"),
+    ("lstm", {"hidden_size": "8"}, "hidden_size=8 but a recurrent layer of the graph has hidden_size 16"),
+    ("gru", {"layers": "3", "hidden_size": "64"}, "layers=3 but the graph has 2 recurrent layers"),
+    ("lstm", {"cell": "rnn_tanh"}, "cell='rnn_tanh' but the graph's recurrent layers are lstm"),
+    ("gru", {"cell": "lstm"}, "cell='lstm' but the graph's recurrent layers are gru"),
 ])
 def test_metadata_that_disagrees_with_the_graph_is_refused_on_load_not_at_the_first_call(
         tiny_models: dict[str, Path], tmp_path: Path, cell: str, changes: dict[str, str], words: str) -> None:
@@ -387,8 +387,8 @@ def test_a_crushing_repetition_penalty_still_picks_an_allowed_character(temperat
     picks = set()
     for _ in range(50):
         logits = np.array([[-np.inf, -1.0, -2.0, -3.0]], np.float32)  # token 0 masked, as for running text
-        penalize(logits, np.array([[1, 2, 3]]), 1e39)
-        picks.add(int(Sampler(Sampling(temperature=temperature, repetition_penalty=1e39), rng)(logits)[0]))
+        sampler = Sampler(Sampling(temperature=temperature, repetition_penalty=1e39), rng)
+        picks.add(int(sampler(logits, history=np.array([[1, 2, 3]]))[0]))
     assert picks and 0 not in picks
 
 # == nothing executed ===================================================================================

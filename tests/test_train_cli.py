@@ -242,7 +242,7 @@ def test_fit_reports_once_under_torchrun_in_json(rank: str, tmp_path: Path, monk
     from seqgen.train import loop
 
     finished = loop.Result(tmp_path, 3, math.inf, 0.0, 0.5, "time budget", 1.0, None)  # no evaluation, no model
-    monkeypatch.setattr(loop, "train", lambda config, resume=False: finished)
+    monkeypatch.setattr(loop, "train", lambda config, resume=False, overwrite=False: finished)
     monkeypatch.setenv("RANK", rank)
     result = CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -275,7 +275,7 @@ def test_forget_bias_takes_a_number_or_torch(tmp_path: Path, monkeypatch: pytest
                                              "--out", str(tmp_path / "run")])
     assert refused.exit_code == 2 and "neither a finite number nor 'torch'" in refused.stderr
     chosen = []
-    monkeypatch.setattr("seqgen.train.loop.train", lambda config, resume: chosen.append(config) or 1 / 0)
+    monkeypatch.setattr("seqgen.train.loop.train", lambda config, **_: chosen.append(config) or 1 / 0)
     for flag, expected in (("torch", None), ("2", 2.0)):
         CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--forget-bias", flag])
         assert chosen.pop().forget_bias == expected

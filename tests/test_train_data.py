@@ -20,6 +20,7 @@ from seqgen.train.cli import main as train_cli
 from seqgen.train.data import (
     IGNORE,
     Examples,
+    Items,
     batches,
     build_dataset,
     item_dataset,
@@ -40,6 +41,11 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 def words(count: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     return ["".join(rng.choice(list(LETTERS), size=int(rng.integers(3, 9)))) for _ in range(count)]
+
+
+def all_rows(examples: Items) -> np.ndarray:
+    """The targets of every training item, framed and padded as one batch of all of them."""
+    return examples.rows(np.arange(len(examples)))[1]
 
 
 # -- running text ---------------------------------------------------------------------------------
@@ -105,7 +111,7 @@ def test_item_split_holds_out_a_seeded_random_min_1000_or_10_percent(count: int,
     data = item_dataset(items, seed=7, vocab=vocab)
     assert data.line_items
     decode = [vocab.decode(row[row > 0]) for row in data.val.targets]
-    train = [vocab.decode(row[row > 0]) for row in data.train.targets]
+    train = [vocab.decode(row[row > 0]) for row in all_rows(data.train)]
     assert len(decode) == held and len(train) == count - held
     assert sorted(decode + train) == sorted(items)
     # the same items that `seqgen-train eval` scores as held out
@@ -123,7 +129,7 @@ def test_lines_mode_reads_each_non_empty_line_as_one_item(tmp_path: Path) -> Non
     names = words(30, seed=5)
     corpus.write_text("\n\n".join(names) + "\n", encoding="utf-8")
     data = build_dataset(TrainConfig(corpus=[str(corpus)], lines=True, seed=3))
-    rows = [*data.train.targets, *data.val.targets]
+    rows = [*all_rows(data.train), *data.val.targets]
     assert sorted(data.vocab.decode(r[r > 0]) for r in rows) == sorted(names)
     for row in rows:  # every item ends with exactly one boundary, then padding
         end = int(np.flatnonzero(row == BOUNDARY)[0])

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 import seqgen
 from seqgen.cells import NAMES
 from seqgen.errors import SeqgenError
-from seqgen.train import CharRNN, TrainConfig, export_run, fit_texts, train
+from seqgen.train import CharRNN, TrainConfig, fit_texts, train
 from seqgen.train import loop as loop_module
 from seqgen.train.loop import TrainingDiverged
 
@@ -297,24 +297,6 @@ def test_a_time_budget_run_evaluates_its_last_steps_and_exports(corpus: Path, tm
     rows = metrics(out)
     assert [r["step"] for r in rows] == [result.steps]
     assert result.model_path == out / "model.onnx" and seqgen.load(result.model_path).info["best_step"] == result.steps
-
-
-def test_a_new_run_in_a_used_folder_never_exports_the_old_runs_weights(
-        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "run"
-    train(tiny(corpus, out, max_steps=10, eval_every=5))
-    assert (out / "best.pt").exists() and len(metrics(out)) == 2
-
-    def interrupted(self: loop_module.Run, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop_module.Run, "_train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):  # the new run stops before its first evaluation
-        train(tiny(corpus, out, cell="gru", max_steps=10, eval_every=5))
-    assert not (out / "best.pt").exists() and not (out / "checkpoint.pt").exists()
-    assert (out / "metrics.jsonl").read_text(encoding="utf-8") == ""
-    with pytest.raises(SeqgenError, match=r"best\.pt"):
-        export_run(out, tmp_path / "x.onnx")
 
 
 def test_progress_and_samples_go_to_stderr_only_when_asked(

@@ -110,8 +110,10 @@ def _fit_options(command):  # click decorator plumbing
 @main.command()
 @click.argument("corpus", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--resume", "resume", type=click.Path(file_okay=False), help="Continue the run in this folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run already in --out (its files stay until the new run's first checkpoint).")
 @_fit_options
-def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
+def fit(corpus: tuple[str, ...], resume: str | None, overwrite: bool, **given: object) -> None:
     """Train on CORPUS files (UTF-8 text) and export RUN/model.onnx.
 
     \b
@@ -119,11 +121,14 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
     seqgen-train fit names.txt --lines --cell gru --out runs/names
     seqgen-train fit --preset alphabet-seq2seq --out runs/alphabet
     seqgen-train fit --resume runs/small          # after an interruption
+    seqgen-train fit input.txt --out runs/small --overwrite   # a new run in place of the old one
     """
     from .loop import train  # torch loads only when training starts
     from .presets import preset_options
 
     chosen = {k: v for k, v in given.items() if v is not None}
+    if resume and overwrite:
+        raise SeqgenError("--resume continues the run in its folder and --overwrite replaces it; choose one")
     if chosen.get("forget_bias") == "torch":
         chosen["forget_bias"] = None  # TrainConfig's None: torch's own initialisation
     if resume:
@@ -146,9 +151,9 @@ def fit(corpus: tuple[str, ...], resume: str | None, **given: object) -> None:
         base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
         config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
     try:
-        result = train(config, resume=bool(resume))
-    except KeyboardInterrupt:
-        click.echo(f"Interrupted; continue with: seqgen-train fit --resume {config.out}", err=True)
+        result = train(config, resume=bool(resume), overwrite=overwrite)
+    except KeyboardInterrupt as stop:  # train's Interrupted says what the folder holds and how to go on
+        click.echo(str(stop) or "Interrupted", err=True)
         raise
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports, as it alone writes
         return
@@ -204,3 +209,29 @@ def plot(run: str, out: str | None) -> None:
     from .plot import plot_run
 
     click.echo(plot_run(Path(run), Path(out) if out else None))
+
+
+@main.command(name="import-keras")
+@click.argument("keras_model", metavar="MODEL.keras|MODEL.h5", type=click.Path(exists=True))
+@click.option("--tokenizer", type=click.Path(exists=True, dir_okay=False),
+              help="The Tokenizer's JSON (tokenizer.to_json()): ids, lowercasing, unknown characters.")
+@click.option("--chars", help="Without a tokenizer: the characters of ids 1, 2, ... in order.")
+@click.option("--lowercase", is_flag=True, help="With --chars: lower-case text before encoding, as Keras' lower=True.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+def import_keras(keras_model: str, tokenizer: str | None, chars: str | None, lowercase: bool, out: str) -> None:
+    """Convert a Keras Sequential character model (Embedding, SimpleRNN/LSTM/GRU, Dense) to one .onnx file.
+
+    \b
+    seqgen-train import-keras notebook.keras --tokenizer tokenizer.json --out notebook.onnx
+    seqgen-train import-keras model.h5 --chars abcdefghijklmnopqrstuvwxyz --out model.onnx
+    """
+    from .keras_file import require_h5py
+
+    require_h5py()  # before torch loads: a missing extra is named at once
+    from .keras_import import import_keras as convert
+
+    metadata = convert(keras_model, out, tokenizer=tokenizer, chars=chars, lowercase=lowercase)
+    click.echo(json.dumps({"model": out, "bytes": Path(out).stat().st_size, "cell": metadata["cell"],
+                           "layers": int(metadata["layers"]), "vocab_size": int(metadata["vocab_size"]),
+                           "input_length": json.loads(metadata.get("keras_input_length", "null")),
+                           "parity_max_rel_diff": float(metadata["parity_max_rel_diff"])}))

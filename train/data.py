@@ -4,7 +4,9 @@ Three shapes of data, one example format (targets of -1 are ignored by the loss)
 - running text: chunks of `seq_len` characters, the boundary token first (nanoGPT's split: the
   last `val_fraction` of the text is held out);
 - line items: each non-empty line framed by boundary tokens (makemore's split: a seeded random
-  min(1000, 10%) of the items is held out);
+  min(1000, 10%) of the items is held out), at most MAX_ITEM_CHARS characters each; the training
+  items are kept end to end and each batch is padded to its own longest item, so memory follows
+  the characters, and no batch is wider than MAX_ITEM_CHARS + 1;
 - pairs: (input text, target text), each a next-character task.
 """
 
@@ -59,6 +61,40 @@ class Examples:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) of these examples, without the columns that are padding in all of them."""
+        return _trim(self.inputs[indices], self.targets[indices])
+
+
+MAX_ITEM_CHARS = 1000
+"""The longest line item, in characters: a batch of line items is padded to its longest, so one
+20,000-character line would make every batch holding it 20,000 wide. Longer text is running text."""
+
+
+@dataclass(frozen=True)
+class Items:
+    """Line items stored end to end (memory: their total characters), framed and padded per batch."""
+
+    ids: np.ndarray  # every item's ids, one after another
+    starts: np.ndarray  # item i is ids[starts[i] : starts[i + 1]]
+
+    @classmethod
+    def of(cls, items: Sequence[np.ndarray]) -> Items:
+        starts = np.zeros(len(items) + 1, np.int64)
+        np.cumsum([len(ids) for ids in items], out=starts[1:])
+        return cls(np.concatenate(items) if items else np.zeros(0, np.int64), starts)
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) of these items, framed as line_items frames them, as wide as the longest + 1."""
+        return frame_items([self.ids[self.starts[i] : self.starts[i + 1]] for i in indices])
+
+
+Batchable = Examples | Items
+"""What `batches` draws from: padded examples, or line items padded per batch."""
+
 
 def running_text(ids: np.ndarray, seq_len: int, offset: int = 0) -> Examples:
     """Consecutive chunks of `seq_len` targets from `offset`; each input starts with the boundary."""
@@ -99,16 +135,16 @@ class Dataset:
     """Train and validation examples of one corpus, with what produced them."""
 
     vocab: Vocabulary
-    train: Examples | np.ndarray  # running text keeps the raw ids: chunks are cut anew each epoch
+    train: Examples | Items | np.ndarray  # running text keeps the raw ids: chunks are cut anew each epoch
     val: Examples
     line_items: bool
     seq_len: int
     name: str = "<texts>"
     sha256: str = ""
 
-    def epoch(self, epoch: int, seed: int) -> Examples:
+    def epoch(self, epoch: int, seed: int) -> Batchable:
         """This epoch's training examples (running text: chunks at an epoch-dependent offset)."""
-        if isinstance(self.train, Examples):
+        if isinstance(self.train, (Examples, Items)):
             return self.train
         offset = int(np.random.default_rng([seed, epoch, 1]).integers(self.seq_len)) \
             if len(self.train) > 2 * self.seq_len else 0
@@ -144,19 +180,27 @@ def text_dataset(text: str, *, seq_len: int, val_fraction: float = 0.1, vocab: V
 
 def item_dataset(items: Sequence[str], *, seed: int, vocab: Vocabulary | None = None,
                  name: str = "<texts>", sha256: str = "") -> Dataset:
-    """Line items; a seeded random min(1000, 10%) held out (at least one, when there are two or more)."""
+    """Line items; a seeded random min(1000, 10%) held out (at least one, when there are two or more).
+
+    An item longer than MAX_ITEM_CHARS is refused, naming its position (its line, for a corpus file).
+    """
+    for number, item in enumerate(items, 1):
+        if len(item) > MAX_ITEM_CHARS:
+            raise SeqgenError(f"line item {number} has {len(item):,} characters, more than the {MAX_ITEM_CHARS:,} a "
+                              "line item may have (a batch is as wide as its longest item); train on running text "
+                              "(without --lines) or split the line")
     items = [item for item in items if item]
     if len(items) < 2:
         raise SeqgenError(f"need at least 2 non-empty items to train and validate, got {len(items)}")
     vocab = vocab or Vocabulary.fit(items)
     training, held_out = item_split(len(items), seed)
     encoded = [vocab.encode(item) for item in items]
-    train = line_items([encoded[i] for i in training])
-    val = line_items([encoded[i] for i in held_out])
-    return Dataset(vocab, train, val, True, train.inputs.shape[1], name, sha256)
+    train = Items.of([encoded[i] for i in training])
+    val = line_items([encoded[i] for i in held_out])  # at most 1,000 items, so padded once to their longest
+    return Dataset(vocab, train, val, True, MAX_ITEM_CHARS + 1, name, sha256)
 
 
-def batches(examples: Examples, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
+def batches(examples: Batchable, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
             start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """This rank's shuffled batches of one epoch, from batch number `start` (for exact resume).
 
@@ -169,10 +213,32 @@ def batches(examples: Examples, batch_size: int, *, seed: int, epoch: int, rank:
     batch_size = max(1, min(batch_size, len(share)))
     for first in range(start * batch_size, len(share) - batch_size + 1, batch_size):
         rows = np.sort(share[first : first + batch_size])
-        yield _trim(examples.inputs[rows], examples.targets[rows])
+        yield examples.rows(rows)
 
 
-def steps_per_epoch(examples: Examples, batch_size: int, world: int = 1) -> int:
+GROUP_FLOOR = 64 * 128
+"""Positions a training batch may pad to before it is split (the default --batch-size x --seq-len)."""
+
+
+def length_groups(inputs: np.ndarray, targets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A batch as one piece, or, where padding to its longest row would more than double the positions it
+    needs (one long item among short ones) and exceed GROUP_FLOOR, as groups of rows of similar length,
+    each padded to its own longest and holding at most max(GROUP_FLOOR, 2 x the positions needed): so a
+    step's memory follows the batch's characters, not its rows times its longest row."""
+    used = (targets != IGNORE)[:, ::-1].argmax(axis=1)
+    lengths = targets.shape[1] - used  # up to the row's last target: the positions the model must compute
+    budget = max(GROUP_FLOOR, 2 * int(lengths.sum()))
+    if targets.size <= budget:
+        return [(inputs, targets)]
+    groups: list[list[int]] = [[]]
+    for row in np.argsort(lengths, kind="stable"):
+        if groups[-1] and (len(groups[-1]) + 1) * int(lengths[row]) > budget:
+            groups.append([])
+        groups[-1].append(int(row))
+    return [_trim(inputs[rows], targets[rows]) for rows in groups]
+
+
+def steps_per_epoch(examples: Batchable, batch_size: int, world: int = 1) -> int:
     share = len(examples) // world
     return share // max(1, min(batch_size, share))
 

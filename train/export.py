@@ -20,7 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from seqgen import __version__
 from seqgen.cells import CELLS, state_names
-from seqgen.modelfile import FORMAT_VERSION, PREFIX, graph_checksums
+from seqgen.errors import SeqgenError
+from seqgen.modelfile import CHECKSUM_KEY, FORMAT_VERSION, PREFIX, file_checksum, graph_checksums
 from seqgen.vocab import Vocabulary
 
 from . import checkpoint
@@ -172,22 +173,55 @@ def export_onnx(
 
 
 def write_with_metadata(onnx_model: onnx.ModelProto, metadata: dict[str, str], path: str | Path) -> None:
-    """Replace the model's seqgen metadata and write it atomically."""
+    """Replace the model's seqgen metadata, stamp the checksum that covers it, and write it atomically."""
+    atomic_write(path, stamped(onnx_model, {k: v for k, v in metadata.items() if k != CHECKSUM_KEY}),
+                 replaces=is_seqgen_model, what="seqgen model (.onnx)")
+
+
+def stamped(onnx_model: onnx.ModelProto, metadata: dict[str, str]) -> bytes:
+    """The model's bytes with `metadata` as its seqgen metadata and `file_crc32` over all of it."""
     kept = [p for p in onnx_model.metadata_props if not p.key.startswith(PREFIX)]
     del onnx_model.metadata_props[:]
     onnx_model.metadata_props.extend(kept)
     for key, value in metadata.items():
         onnx_model.metadata_props.add(key=PREFIX + key, value=value)
-    atomic_write(path, onnx_model.SerializeToString())
+    onnx_model.metadata_props.add(key=PREFIX + CHECKSUM_KEY, value=file_checksum(onnx_model.SerializeToString()))
+    return onnx_model.SerializeToString()
+
+
+def restamp(path: str | Path, out: str | Path | None = None) -> dict[str, str]:
+    """Give a file exported before `file_crc32` existed its checksum, changing nothing else: its graph
+    must still match the checksum it was exported with (`graph_crc32` or `graph_sha256`), so a damaged
+    file is never blessed. Writes `out` (default: in place, atomically); returns the new metadata."""
+    onnx_model = onnx.load(str(path))
+    metadata = {p.key.removeprefix(PREFIX): p.value for p in onnx_model.metadata_props if p.key.startswith(PREFIX)}
+    recorded = {k: metadata[k].lower() for k in ("graph_crc32", "graph_sha256") if k in metadata}
+    actual = graph_checksums(onnx_model.SerializeToString())
+    if not recorded or any(actual[k] != v for k, v in recorded.items()):
+        raise SeqgenError(f"{path}: its graph does not match a recorded graph checksum, so it cannot be stamped; "
+                          "re-export it")
+    metadata.pop(CHECKSUM_KEY, None)
+    write_with_metadata(onnx_model, metadata, out or path)
+    return {**metadata, CHECKSUM_KEY: file_checksum(Path(out or path).read_bytes())}
+
+
+def is_seqgen_model(path: Path) -> bool:
+    """Whether `path` is an ONNX file with seqgen metadata: the only kind of file an export replaces."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and others: not an ONNX file at all
+        return False
+    return any(p.key.startswith(PREFIX) for p in model.metadata_props)
 
 
 def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, dict[str, object]]:
     """The best weights of a run (or a checkpoint file), rebuilt as a CharRNN, with the checkpoint."""
-    saved = checkpoint.load(checkpoint.run_file(run, checkpoint.BEST))
+    path = checkpoint.run_file(run, checkpoint.BEST)
+    saved = checkpoint.load_run(path)
     config = TrainConfig.from_dict(saved["config"])
     vocab = Vocabulary.from_json(saved["vocab"])
     model = CharRNN(vocab.size, config.cell, config.embedding, config.hidden, config.layers)
-    model.load_state_dict(saved["model"])
+    checkpoint.restore(model, saved["model"], path, "it is damaged or edited; restore it or train again")
     return model.eval(), vocab, saved
 
 

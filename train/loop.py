@@ -6,6 +6,7 @@ model.onnx). Under torchrun it trains with DistributedDataParallel; rank 0 alone
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,22 +21,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqgen import checks
 from seqgen.errors import SeqgenError
 from seqgen.vocab import BOUNDARY, Vocabulary
 
-from . import checkpoint
-from .config import RESUME_OPTIONS, TEXT_ONLY_SPLIT, TrainConfig
-from .data import IGNORE, Dataset, Examples, batches, build_dataset, item_dataset, pairs, steps_per_epoch
+from . import checkpoint, runfolder
+from .config import RESUME_OPTIONS, TEXT_ONLY_SPLIT, TrainConfig, usable_cpus
+from .data import IGNORE, Dataset, Examples, batches, build_dataset, item_dataset, length_groups, pairs, steps_per_epoch
 from .export import export_run
-from .files import atomic_write, read_jsonl
+from .files import append_line, atomic_write, read_jsonl, reported
 from .models import CharRNN
 
 DEFAULT_EPOCHS = 10
 EVAL_BATCH = 256
+EVAL_TOKENS = EVAL_BATCH * 128
+"""An evaluation batch holds at most this many positions (EVAL_BATCH sequences of the default --seq-len),
+so its memory is bounded however wide the examples are (fewer rows per batch when they are wider)."""
 
 
 class TrainingDiverged(SeqgenError):
     """The loss became NaN or exploded; the weights of that step are not saved, earlier checkpoints are kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what the run folder holds and how to go on."""
 
 
 @dataclass
@@ -92,10 +101,11 @@ def loss_and_accuracy(model: nn.Module, examples: Examples, device: torch.device
     """Mean loss (nats per target) and accuracy over `examples`, each from a zero state."""
     model.eval()
     total = correct = count = 0.0
+    rows = max(1, min(EVAL_BATCH, EVAL_TOKENS // examples.inputs.shape[1]))
     with torch.no_grad():
-        for start in range(0, len(examples), EVAL_BATCH):
-            x = torch.from_numpy(examples.inputs[start : start + EVAL_BATCH]).to(device)
-            y = torch.from_numpy(examples.targets[start : start + EVAL_BATCH]).to(device)
+        for start in range(0, len(examples), rows):
+            x = torch.from_numpy(examples.inputs[start : start + rows]).to(device)
+            y = torch.from_numpy(examples.targets[start : start + rows]).to(device)
             logits, _ = model(x)
             mask = y != IGNORE
             total += F.cross_entropy(logits[mask], y[mask], reduction="sum").item()
@@ -107,7 +117,7 @@ def loss_and_accuracy(model: nn.Module, examples: Examples, device: torch.device
 
 def sample_text(model: CharRNN, vocab: Vocabulary, line_items: bool, length: int, seed: int) -> str:
     """A short sample from the torch model (temperature 0.8), for the log; leaves the global RNG alone."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed % (checks.SEED_MAX + 1))  # seed + i may pass the top
     device = next(model.parameters()).device
     model.eval()
     token, state, out = torch.tensor([[BOUNDARY]], device=device), None, []
@@ -129,12 +139,17 @@ def sample_text(model: CharRNN, vocab: Vocabulary, line_items: bool, length: int
 class Run:
     """One training run's state: model, optimiser, position in the data, best result so far."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False, dataset: Dataset | None = None) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False, dataset: Dataset | None = None,
+                 overwrite: bool = False) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.rank = int(os.environ.get("RANK", 0))
         self.main = self.rank == 0
         self.out = Path(config.out)
-        saved = checkpoint.load(self.out / checkpoint.LATEST) if resume else None
+        # a previous run's files stay until this run's first checkpoint; log lines wait with them
+        self.replacing = [] if resume else runfolder.previous_run(self.out, overwrite=overwrite)
+        self.pending_log: list[str] = []
+        self.saved_steps: dict[str, int] = {}  # the checkpoints in the folder now, with their steps
+        saved = checkpoint.load_run(self.out / checkpoint.LATEST) if resume else None
         self.resumed = saved is not None
         if saved is not None:
             # the saved choices, except the limits and machine given now (a run may move to another machine;
@@ -146,6 +161,7 @@ class Run:
             config = TrainConfig.from_dict({**saved["config"], **given, "out": str(self.out)})
         self.config = config
         if config.threads:
+            checks.integer("--threads", config.threads, 1, usable_cpus())  # this machine's limit
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.device = pick_device(config.device)
@@ -170,17 +186,17 @@ class Run:
         self.train_accuracy = 0.0
         if saved is not None:
             self._restore(saved)
+            self.saved_steps[checkpoint.LATEST] = self.step
+            if (self.out / checkpoint.BEST).is_file():
+                self.saved_steps[checkpoint.BEST] = self.best_step
         self.parallel = self.model
         if self.world > 1:
             self.parallel = nn.parallel.DistributedDataParallel(self.model)
 
     def _restore(self, saved: dict[str, object]) -> None:
-        try:
-            self.model.load_state_dict(saved["model"])
-            self.optimizer.load_state_dict(saved["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise SeqgenError(f"checkpoint in {self.out} does not fit this model ({str(exc).splitlines()[0]}); "
-                              "resume with the options it was made with") from None
+        fix = "resume with the options it was made with"
+        checkpoint.restore(self.model, saved["model"], self.out / checkpoint.LATEST, fix)  # type: ignore[arg-type]
+        checkpoint.restore(self.optimizer, saved["optimizer"], self.out / checkpoint.LATEST, fix)  # type: ignore[arg-type]
         states = saved["rngs"]
         if self.rank < len(states):
             cpu, device = states[self.rank]
@@ -210,6 +226,31 @@ class Run:
         payload = self.payload()
         if self.main:
             checkpoint.save(self.out / name, payload)
+            if self.replacing:  # this run's first checkpoint: only now does the previous run go
+                runfolder.retire(self.out, self.replacing, keep=name)
+                if self.pending_log:
+                    atomic_write(self.out / runfolder.METRICS, "".join(self.pending_log).encode())
+        self.replacing, self.pending_log = [], []
+        self.saved_steps[name] = self.step
+
+    def left_behind(self) -> str:
+        """What the run folder holds now, in words, for the messages of a run that ends early."""
+        if self.replacing:
+            return f"{self.out} still holds the previous run, unchanged (this run saved nothing)"
+        kept = [f"{what} (step {self.saved_steps[name]})" for name, what in
+                ((checkpoint.LATEST, "the last checkpoint"), (checkpoint.BEST, "the best weights"))
+                if name in self.saved_steps]
+        if not kept:
+            return f"nothing was saved in {self.out} (the run stopped before its first checkpoint)"
+        export = " (seqgen-train export can export them)" if checkpoint.BEST in self.saved_steps else ""
+        return f"{self.out} keeps {' and '.join(kept)}{export}"
+
+    def resume_hint(self) -> str:
+        """The line for a run stopped by Ctrl-C: how to go on, true to what was saved."""
+        if checkpoint.LATEST in self.saved_steps:
+            return (f"Interrupted; continue with: seqgen-train fit --resume {self.out} (from its checkpoint at "
+                    f"step {self.saved_steps[checkpoint.LATEST]})")
+        return f"Interrupted before the run's first checkpoint, so it cannot be resumed; {self.left_behind()}"
 
     def payload(self) -> dict[str, object]:
         return {
@@ -226,14 +267,17 @@ class Run:
 
     def log(self, record: dict[str, object]) -> None:
         """Append a record to metrics.jsonl: an evaluation (with val_loss) or the training loss since the last one."""
-        if self.main:
-            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+        if not self.main:
+            return
+        if self.replacing:  # the previous run's log stays whole until this run's first checkpoint
+            self.pending_log.append(json.dumps(record) + "\n")
+        else:
+            append_line(self.out / runfolder.METRICS, json.dumps(record))
 
     def trim_metrics(self) -> None:
         """On resume, drop metrics logged after the checkpoint (and a line a crash tore), so the log
         matches the weights."""
-        path = self.out / "metrics.jsonl"
+        path = self.out / runfolder.METRICS
         if self.main and path.exists():
             kept = [line + "\n" for line, record in read_jsonl(path) if record.get("step", 0) <= self.step]
             atomic_write(path, "".join(kept).encode())
@@ -262,11 +306,10 @@ class Run:
     def fit(self) -> Result:
         config = self.config
         if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.trim_metrics()
-            if not self.resumed:  # a new run in a used folder: the old run's weights must not pass for its own
-                for stale in (checkpoint.LATEST, checkpoint.BEST, "model.onnx", "loss.png"):
-                    (self.out / stale).unlink(missing_ok=True)
+            with reported(self.out):
+                self.out.mkdir(parents=True, exist_ok=True)
+            if self.resumed:
+                self.trim_metrics()
         total = self.total_steps()
         checkpoint_every = config.checkpoint_every or config.eval_every
         bar = _progress(total, self.step, config.progress and self.main)
@@ -323,29 +366,40 @@ class Run:
         return reached
 
     def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        self.optimizer.zero_grad(set_to_none=True)
+        pieces = length_groups(x, y)  # one, unless padding would more than double the batch (see data.py)
+        tokens, value, correct = int((y != IGNORE).sum()), 0.0, 0
+        for number, (px, py) in enumerate(pieces):
+            last = number == len(pieces) - 1  # gradients of a split batch add up; DDP syncs them once, at the end
+            with contextlib.nullcontext() if last or self.world == 1 else self.parallel.no_sync():
+                loss, right = self._loss(px, py, None if len(pieces) == 1 else tokens)
+                loss.backward()
+            value, correct = value + loss.item(), correct + right
+        if self.world > 1:  # every rank judges (and logs) the loss of the whole step, so all stop together
+            totals = torch.tensor([value * tokens, correct, tokens], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(totals)
+            value, correct, tokens = float(totals[0] / totals[2]), int(totals[1]), int(totals[2])
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        limit = 2 * math.log(self.data.vocab.size) + 1  # far worse than guessing uniformly: diverged
+        if not math.isfinite(value) or not math.isfinite(float(norm)) or (self.step > 10 and value > limit):
+            raise TrainingDiverged(
+                f"loss became {value:.4g} at step {self.step + 1} (diverged), so training stopped; "
+                f"{self.left_behind()}; start again with a lower --lr or --grad-clip (a resumed run would repeat "
+                "the same steps)")
+        self.optimizer.step()
+        return value, correct, tokens
+
+    def _loss(self, x: np.ndarray, y: np.ndarray, of: int | None) -> tuple[torch.Tensor, int]:
+        """The mean loss of a batch (or, for a piece of a split batch, its share of the `of` targets of the
+        whole), and its correct predictions."""
         inputs, targets = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             logits, _ = self.parallel(inputs)
         logits = logits.float()
         mask = targets != IGNORE
-        loss = F.cross_entropy(logits[mask], targets[mask])
-        correct, tokens = int((logits[mask].argmax(-1) == targets[mask]).sum()), int(mask.sum())
-        value = loss.item()
-        if self.world > 1:  # every rank judges (and logs) the loss of the whole step, so all stop together
-            totals = torch.tensor([value * tokens, correct, tokens], dtype=torch.float64, device=self.device)
-            torch.distributed.all_reduce(totals)
-            value, correct, tokens = float(totals[0] / totals[2]), int(totals[1]), int(totals[2])
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        limit = 2 * math.log(self.data.vocab.size) + 1  # far worse than guessing uniformly: diverged
-        if not math.isfinite(value) or not math.isfinite(float(norm)) or (self.step > 10 and value > limit):
-            raise TrainingDiverged(
-                f"loss became {value:.4g} at step {self.step + 1} (diverged), so training stopped; {self.out} keeps "
-                "the last checkpoint and the best weights (seqgen-train export can export them); start again "
-                "with a lower --lr or --grad-clip (a resumed run would repeat the same steps)")
-        self.optimizer.step()
-        return value, correct, tokens
+        loss = F.cross_entropy(logits[mask], targets[mask]) if of is None else \
+            F.cross_entropy(logits[mask], targets[mask], reduction="sum") / of
+        return loss, int((logits[mask].argmax(-1) == targets[mask]).sum())
 
     def _validate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # a tqdm bar
         val_loss, val_accuracy = loss_and_accuracy(self.model, self.data.val, self.device) if self.main else (0.0, 0.0)
@@ -415,25 +469,33 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def train(config: TrainConfig, *, resume: bool = False, dataset: Dataset | None = None) -> Result:
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+          dataset: Dataset | None = None) -> Result:
     """Run (or with `resume`, continue) a training run; returns its result and writes model.onnx.
 
-    `dataset` replaces the corpus named by the config (used by `fit_texts`).
+    A folder that already holds a run is refused unless `overwrite` (the old files then stay until the
+    new run's first checkpoint). `dataset` replaces the corpus named by the config (used by `fit_texts`).
+    Ctrl-C raises `Interrupted`, whose message says what the folder holds.
     """
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     if distributed and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and config.device in ("auto", "cuda") else "gloo"
         torch.distributed.init_process_group(backend)
+    run = None
     try:
-        return Run(config, resume=resume, dataset=dataset).fit()
+        run = Run(config, resume=resume, dataset=dataset, overwrite=overwrite)
+        return run.fit()
+    except KeyboardInterrupt:
+        raise Interrupted(run.resume_hint() if run else "Interrupted before training started") from None
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
 
 
-def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path, **options: object) -> Result:
+def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path, *, overwrite: bool = False,
+              **options: object) -> Result:
     """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
-    next-character tasks. Options are TrainConfig fields."""
+    next-character tasks. Options are TrainConfig fields; `overwrite` as for train."""
     if "val_fraction" in options:  # items and pairs in memory have their own held-out sets, no tail to cut
         raise SeqgenError(TEXT_ONLY_SPLIT)
     config = TrainConfig(out=str(out), **options)  # type: ignore[arg-type]
@@ -447,4 +509,4 @@ def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path,
         dataset = item_dataset(list(texts), seed=config.seed, vocab=vocab)  # type: ignore[arg-type]
     else:
         raise SeqgenError("fit_texts takes a non-empty list of strings, or of (input, target) pairs")
-    return train(config, dataset=dataset)
+    return train(config, overwrite=overwrite, dataset=dataset)

@@ -8,6 +8,8 @@ from seqgen.errors import SeqgenError
 
 from .files import atomic_write, read_jsonl
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def plot_run(run: Path, out: Path | None = None) -> Path:
     """Training and validation loss against step and against wall-clock minutes; returns the PNG's path.
@@ -24,8 +26,9 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         raise SeqgenError(f"{run} has no metrics.jsonl; give a run folder made by seqgen-train fit")
-    rows = [record for _, record in read_jsonl(metrics)]
-    evaluations = [r for r in rows if "val_loss" in r]
+    fields = ("step", "elapsed", "train_loss")  # a record lacking one (hand-edited, foreign) is passed over
+    rows = [r for _, r in read_jsonl(metrics) if all(isinstance(r.get(k), (int, float)) for k in fields)]
+    evaluations = [r for r in rows if isinstance(r.get("val_loss"), (int, float))]
     training = [r for r in rows if "val_loss" not in r] or evaluations
     if not training:
         raise SeqgenError(f"{metrics} is empty; the run has not logged its first steps yet")
@@ -45,5 +48,11 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     out = out or run / "loss.png"
-    atomic_write(out, buffer.getvalue())
+    atomic_write(out, buffer.getvalue(), replaces=is_png, what="PNG image")
     return out
+
+
+def is_png(path: Path) -> bool:
+    """Whether `path` starts with PNG's signature: the only kind of file a plot replaces."""
+    with path.open("rb") as handle:
+        return handle.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE

@@ -1,0 +1,90 @@
+"""A regular expression as a table over a model's tokens, through interegular (the `constrain` extra).
+
+Why interegular: it turns Python `re` syntax into a deterministic automaton, exactly what a per-step lookup needs;
+it is pure Python with no dependencies of its own, small, and maintained (outlines, lark and vLLM use it). The
+`regex` package's partial matching would answer "can this still match?" with a regex call per candidate
+character and step, which is what the precomputed table avoids.
+
+Syntax is Python's `re` with ASCII classes (\\w, \\d, \\s as with re.ASCII, interegular's reading); anchors,
+lookarounds, word boundaries and backreferences are refused: the whole text must match anyway, and the others
+are not regular.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .errors import SeqgenError
+
+try:  # Python's own parser of `re` syntax, to name what an automaton cannot do
+    import re._parser as re_parser  # type: ignore[import-not-found]
+except ImportError:  # Python 3.10
+    import sre_parse as re_parser  # type: ignore[no-redef]
+
+MAX_PATTERN_CHARS = 10_000
+NOT_REGULAR = {"AT": "anchors (^ $ \\A \\Z \\b \\B)", "ASSERT": "lookarounds", "ASSERT_NOT": "lookarounds",
+               "GROUPREF": "backreferences", "GROUPREF_EXISTS": "conditional groups"}
+
+
+def check(pattern: object) -> str:
+    """`pattern` if it is text in `re` syntax that an automaton can follow, else a SeqgenError naming the fix."""
+    if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
+        raise SeqgenError(f"pattern must be a regular expression of at most {MAX_PATTERN_CHARS} characters, "
+                          f"got {type(pattern).__name__}")
+    try:
+        parsed = re_parser.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise SeqgenError(f"pattern {pattern!r} is not a valid regular expression ({exc})") from None
+    refused = _not_regular(parsed)
+    if refused:
+        raise SeqgenError(f"pattern {pattern!r} uses {refused}, which constrained generation cannot follow; "
+                          "rewrite it without them (the whole text must match, so anchors are implied)")
+    return pattern
+
+
+def _not_regular(parsed: object) -> str | None:
+    """The first construct of a parsed pattern that a finite automaton cannot follow."""
+    for op, argument in parsed:  # type: ignore[attr-defined]
+        if str(op) in NOT_REGULAR:
+            return NOT_REGULAR[str(op)]
+        parts = argument if isinstance(argument, (tuple, list)) else ()
+        for part in parts:  # groups, repeats and lookarounds hold subpatterns; alternatives a list of them
+            for inner in part if isinstance(part, list) else [part]:
+                found = _not_regular(inner) if isinstance(inner, re_parser.SubPattern) else None
+                if found:
+                    return found
+    return None
+
+
+def load_engine() -> object:
+    """interegular, or a SeqgenError that names the extra to install."""
+    try:
+        import interegular
+    except ImportError:
+        raise SeqgenError("pattern needs the constrain extra: pip install 'seqgen[constrain]' (--allowed and --ban "
+                          "work without it)") from None
+    return interegular
+
+
+def pattern_table(pattern: str, chars: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+    """The pattern's automaton over tokens (`chars[i]` is token i + 1; token 0, the end, is never a character):
+    transitions [states, vocab] (-1: refused), accepting [states], and the initial state."""
+    interegular = load_engine()
+    try:
+        fsm = interegular.parse_pattern(pattern).to_fsm()  # type: ignore[attr-defined]
+    except Exception as exc:  # interegular raises its own types for what it does not implement
+        raise SeqgenError(f"pattern {pattern!r} cannot be compiled to an automaton "
+                          f"({type(exc).__name__}: {exc})") from None
+    states = sorted(fsm.states)
+    number = {state: i for i, state in enumerate(states)}
+    symbols = [fsm.alphabet[char] for char in chars]
+    table = np.full((len(states), len(chars) + 1), -1, np.int32)
+    for state in states:
+        moves = fsm.map.get(state, {})
+        for token, symbol in enumerate(symbols, 1):
+            if symbol in moves:
+                table[number[state], token] = number[moves[symbol]]
+    accepting = np.array([state in fsm.finals for state in states])
+    return table, accepting, number[fsm.initial]

@@ -1,0 +1,78 @@
+"""Keras' windowed answer, reproduced exactly for a model made by `seqgen-train import-keras`.
+
+Keras predicts from a fixed-length window: `pad_sequences(tokenizer.texts_to_sequences(texts), maxlen=L)`
+keeps the last L ids of each text and pre-pads shorter ones with id 0, then runs the RNN from a zero
+state over all L positions, padding included. A seqgen Session instead starts every text with ONE
+boundary token (id 0) and carries its state through the whole text, so the two agree exactly only
+when the window holds exactly one padding id, i.e. the text has L - 1 characters after encoding
+(docs/keras.md works out the other cases). `keras_predict` feeds Keras' window instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .checks import integer
+from .errors import SeqgenError
+from .modelfile import PREFIX
+from .vocab import BOUNDARY, Vocabulary
+
+if TYPE_CHECKING:
+    from .model import Model
+
+INPUT_LENGTH_KEY = "keras_input_length"
+"""Metadata key (after the seqgen. prefix) of the Keras model's input length, recorded by import-keras."""
+MAX_WINDOW = 1_000_000
+WINDOW_BATCH = 256
+"""Windows run together in one graph call."""
+
+
+def keras_predict(model: Model, texts: Sequence[str], length: int | None = None) -> np.ndarray:
+    """Next-token probabilities ([len(texts), vocab_size], float32, id 0 included) exactly as Keras'
+    `model.predict(pad_sequences(tokenizer.texts_to_sequences(texts), maxlen=length))` gives them
+    (for per-position models: its last position). `length` defaults to the imported model's input length."""
+    if isinstance(texts, str):
+        raise SeqgenError("keras_predict takes a list of texts; for one text pass [text]")
+    windows = keras_windows(model.vocab, texts, window_length(model, length))
+    parts = [_last_logits(model, windows[start : start + WINDOW_BATCH])
+             for start in range(0, len(texts), WINDOW_BATCH)]
+    logits = np.concatenate(parts) if parts else np.empty((0, model.vocab.size), np.float32)
+    if not np.isfinite(logits).all():
+        raise SeqgenError("the model's outputs overflowed to inf/NaN on this window (a ReLU state grew without "
+                          "bound); Keras gives NaN here too")
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def keras_windows(vocab: Vocabulary, texts: Sequence[str], length: int) -> np.ndarray:
+    """Token ids [len(texts), length] as `pad_sequences(tokenizer.texts_to_sequences(texts), maxlen=length)`:
+    the last `length` ids of each text, pre-padded with id 0."""
+    windows = np.full((len(texts), length), BOUNDARY, np.int64)
+    for row, text in enumerate(texts):
+        ids = vocab.encode(text)[-length:]
+        windows[row, length - len(ids) :] = ids
+    return windows
+
+
+def window_length(model: Model, length: int | None = None) -> int:
+    """`length` if given, else the Keras input length recorded in the model file."""
+    if length is not None:
+        return integer("length", length, 1, MAX_WINDOW)
+    recorded = model.file.metadata.get(PREFIX + INPUT_LENGTH_KEY)
+    if recorded is None:
+        raise SeqgenError(f"{model.path} records no Keras input length (not imported from a fixed-length Keras "
+                          "model); pass length=, the maxlen given to pad_sequences")
+    try:
+        return integer(INPUT_LENGTH_KEY, int(recorded), 1, MAX_WINDOW)
+    except ValueError:
+        raise SeqgenError(f"{model.path}: metadata {INPUT_LENGTH_KEY}={recorded!r} is not an integer in "
+                          f"1..{MAX_WINDOW}; import the model again") from None
+
+
+def _last_logits(model: Model, windows: np.ndarray) -> np.ndarray:
+    shape = (model.file.layers, len(windows), model.file.hidden_size)
+    feeds = {"tokens": windows, **{name: np.zeros(shape, np.float32) for name in model.state_names}}
+    return model.ort.run(["logits"], feeds)[0][:, -1]

@@ -1,0 +1,39 @@
+"""Run folders: the files that make a run, and the rule that a new run never destroys an old one.
+
+A new run in a folder that holds a run is refused unless asked to overwrite it; even then the old run's
+files stay until the new run saves its first checkpoint, so a run that fails early loses nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seqgen.errors import SeqgenError
+
+from . import checkpoint
+from .files import reported
+
+METRICS, MODEL, PLOT = "metrics.jsonl", "model.onnx", "loss.png"
+RUN_FILES = (checkpoint.LATEST, checkpoint.BEST, MODEL, METRICS, PLOT)
+"""What a run writes in its folder; any of them there means the folder holds a run."""
+
+
+def previous_run(out: Path, *, overwrite: bool) -> list[str]:
+    """The files of a run already in `out`, which a new run replaces at its first checkpoint; without
+    `overwrite` a folder that holds a run is refused (nothing is changed)."""
+    if out.exists() and not out.is_dir():
+        raise SeqgenError(f"--out {out} is a file, not a folder; give a folder for the run")
+    found = [name for name in RUN_FILES if (out / name).is_file()]
+    if found and not overwrite:
+        raise SeqgenError(f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out}, "
+                          "replace it with --overwrite (its files stay until the new run saves its first "
+                          "checkpoint), or choose another --out")
+    return found
+
+
+def retire(out: Path, names: list[str], keep: str) -> None:
+    """Remove an old run's files once the new run has saved `keep` (which replaced its namesake)."""
+    for name in names:
+        if name != keep:
+            with reported(out / name):
+                (out / name).unlink(missing_ok=True)

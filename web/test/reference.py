@@ -1,0 +1,73 @@
+"""Expected outputs for the web package's parity tests, computed by the Python runtime at test time.
+
+Reads a JSON list of tasks on stdin and writes a JSON list of results on stdout, one per task. Each
+task names its kind; options use the Python runtime's names (top_k, top_p, ...). Run by the node tests
+with the interpreter in $SEQGEN_PYTHON (default python3), which must have seqgen installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+import seqgen
+
+
+def distributions(model: seqgen.Model, prompts: list[str]) -> list[list[float]]:
+    """Next-token probabilities after each prompt, from a fresh session."""
+    rows = []
+    for prompt in prompts:
+        session = model.session()
+        session.feed(prompt)
+        rows.append(session.distribution()[0].tolist())
+    return rows
+
+
+def score(model: seqgen.Model, text: str) -> dict[str, object]:
+    result = model.score(text)
+    return {"logprobs": result.logprobs.astype(float).tolist(), "loss": result.loss, "accuracy": result.accuracy}
+
+
+def error(call: object) -> str | None:
+    """The SeqgenError message of a call, or None when it succeeds."""
+    try:
+        call()  # type: ignore[operator]
+    except seqgen.SeqgenError as exc:
+        return str(exc)
+    return None
+
+
+def run(task: dict) -> object:
+    kind = task["kind"]
+    if kind == "random":  # numpy's generator, which the sampler draws from
+        return np.random.default_rng(int(task["seed"])).random(task["n"]).tolist()
+    if kind == "load_error":
+        return error(lambda: seqgen.load(task["path"]))
+    model = seqgen.load(task["model"])
+    if kind == "info":
+        return model.info
+    if kind == "distributions":
+        return distributions(model, task["prompts"])
+    if kind == "generate":  # seeds come as text: JSON numbers cannot hold 2**64 - 1 exactly
+        options = {k: int(v) if k == "seed" else v for k, v in task.get("options", {}).items()}
+        text: list[str] = []
+        message = error(lambda: text.append(model.generate(task["prompt"], task["n"], **options)))
+        return {"error": message} if message else {"text": text[0]}
+    if kind == "score":
+        return score(model, task["text"])
+    if kind == "encode":
+        vocab = model.with_unknown(task["unknown"], task.get("replacement")).vocab if "unknown" in task else model.vocab
+        message = error(lambda: vocab.encode(task["text"]))
+        return {"error": message} if message else {"ids": vocab.encode(task["text"]).tolist()}
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def main() -> None:
+    tasks = json.load(sys.stdin)
+    json.dump([run(task) for task in tasks], sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

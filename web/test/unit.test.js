@@ -1,0 +1,169 @@
+// The parts that need no browser, run in node against the Python runtime's outputs: the protobuf
+// reader, the model file checks and their messages, the vocabulary, and numpy's random stream.
+import assert from 'node:assert/strict';
+import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SeqgenError } from '../src/errors.js';
+import { PCG64, checkSeed } from '../src/pcg64.js';
+import { crc32, readModelFile } from '../src/modelfile.js';
+import { StopMatcher } from '../src/generate.js';
+import { penalize, samplingOptions } from '../src/sampling.js';
+import { BYTES, FIXED32, FIXED64, VARINT, WireError, fields } from '../src/wire.js';
+import { ARTIFACTS, SHIPPED, metadataEntry, reference } from './helpers.js';
+
+describe('wire', () => {
+  test('reads each wire type, with bytes as views', () => {
+    // field 1 varint 300, field 2 bytes "hi", field 3 fixed32 7, field 4 fixed64 2**40
+    const buf = Uint8Array.of(0x08, 0xac, 0x02, 0x12, 2, 0x68, 0x69, 0x1d, 7, 0, 0, 0, 0x21, 0, 0, 0, 0, 0, 1, 0, 0);
+    const got = [...fields(buf)];
+    assert.deepEqual(got.map(([n, k]) => [n, k]), [[1, VARINT], [2, BYTES], [3, FIXED32], [4, FIXED64]]);
+    assert.equal(got[0][2], 300);
+    assert.equal(new TextDecoder().decode(got[1][2]), 'hi');
+    assert.equal(got[1][2].buffer, buf.buffer);
+    assert.equal(got[2][2], 7);
+    assert.equal(got[3][2], 2n ** 40n);
+  });
+
+  test('refuses malformed bytes', () => {
+    const cases = [[[0x08, 0x80], 'truncated varint'], [[0x12, 5, 1], 'truncated field'], [[0x00, 1], 'field number 0'],
+      [[0x0b], 'unsupported wire type 3'], [[0x1d, 1, 2], 'truncated field'], [[0x08, ...Array(11).fill(0xff)], 'truncated varint']];
+    for (const [bytes, message] of cases) {
+      assert.throws(() => [...fields(Uint8Array.from(bytes))], (e) => e instanceof WireError && e.message === message);
+    }
+  });
+});
+
+describe('model file', () => {
+  test('crc32 is zlib\'s', () => {
+    assert.equal(crc32(new TextEncoder().encode('123456789')), 'cbf43926');  // the CRC-32 check value
+    assert.equal(crc32(new Uint8Array(0)), '00000000');
+  });
+
+  test('metadata of every shipped model reads as in Python', async () => {
+    const expected = reference(SHIPPED.map((name) => ({ kind: 'info', model: name })));
+    for (const [i, name] of SHIPPED.entries()) {
+      const file = await readModelFile(await readFile(join(ARTIFACTS, `${name}.onnx`)), name);
+      assert.deepEqual(file.info, expected[i], name);
+      assert.equal(file.vocab.size, expected[i].vocab_size);
+    }
+  });
+
+  describe('damaged files get the Python runtime\'s refusals', () => {
+    let folder;
+    before(async () => { folder = await mkdtemp(join(tmpdir(), 'seqgen-web-files-')); });
+    after(() => rm(folder, { recursive: true, force: true }));
+
+    test('each damage', async () => {
+      const good = await readFile(join(ARTIFACTS, 'alphabet.onnx'));
+      const flipped = Uint8Array.from(good);
+      flipped[good.length >> 1] ^= 0x01;  // inside the weights: only the checksum notices
+      const version = Uint8Array.from(good);
+      const key = new TextEncoder().encode('seqgen.format_version');
+      const at = good.findIndex((_, i) => key.every((b, j) => good[i + j] === b));
+      assert.equal(good[at + key.length + 2], '1'.charCodeAt(0));  // key, then the value's tag and length
+      version[at + key.length + 2] = '9'.charCodeAt(0);
+      const variants = {
+        empty: new Uint8Array(0),
+        text: new TextEncoder().encode('not a model at all\n'),
+        truncated: good.subarray(0, good.length - 100),
+        flipped,
+        version,
+        cell: Buffer.concat([good, metadataEntry('seqgen.cell', 'lstm')]),  // checksums cover the graph alone
+        layers: Buffer.concat([good, metadataEntry('seqgen.layers', '3')]),
+      };
+      const cases = Object.entries(variants);
+      const tasks = [];
+      for (const [name, bytes] of cases) {
+        await writeFile(join(folder, `${name}.onnx`), bytes);
+        tasks.push({ kind: 'load_error', path: join(folder, `${name}.onnx`) });
+      }
+      const expected = reference(tasks);
+      for (const [i, [name, bytes]] of cases.entries()) {
+        const path = join(folder, `${name}.onnx`);
+        assert.ok(expected[i], `Python accepted the ${name} file`);
+        await assert.rejects(readModelFile(bytes, path), (e) => e instanceof SeqgenError && e.message === expected[i], name);
+      }
+    });
+  });
+});
+
+describe('vocabulary', () => {
+  test('encodes and refuses as in Python, for each unknown-character policy', async () => {
+    const file = await readModelFile(await readFile(join(ARTIFACTS, 'names.onnx')), 'names');
+    const text = 'Émile Zoë, 3rd\tof\nnames';
+    const policies = [{}, { unknown: 'skip' }, { unknown: 'replace', replacement: 'a' }];
+    const expected = reference(policies.map((p) => ({ kind: 'encode', model: 'names', text, ...p })));
+    for (const [i, policy] of policies.entries()) {
+      const vocab = policy.unknown ? file.vocab.withPolicy(policy.unknown, policy.replacement) : file.vocab;
+      if (expected[i].error) {
+        const prefix = expected[i].error.split('; ')[0];
+        assert.throws(() => vocab.encode(text), (e) => e instanceof SeqgenError && e.message.startsWith(prefix + '; '));
+      } else {
+        assert.deepEqual(Array.from(vocab.encode(text)), expected[i].ids);
+      }
+    }
+  });
+});
+
+describe('random stream', () => {
+  test('PCG64 draws numpy\'s doubles for the same seed, across blocks', () => {
+    const seeds = [0, 1, 42, 2 ** 32, 2 ** 53 - 1, 2n ** 64n - 1n, 123456789012345678n];
+    const expected = reference(seeds.map((seed) => ({ kind: 'random', seed: String(seed), n: 600 })));
+    for (const [i, seed] of seeds.entries()) {
+      assert.deepEqual(Array.from(new PCG64(seed).random(600)), expected[i], `seed ${seed}`);
+    }
+  });
+
+  test('seeds outside 0..2**64-1 and non-integers are refused', () => {
+    for (const bad of [-1, 1.5, 2 ** 60, 2n ** 64n, '7', true, NaN]) {
+      assert.throws(() => checkSeed(bad), SeqgenError, String(bad));
+    }
+    assert.equal(checkSeed(null), null);
+    assert.equal(typeof new PCG64(null).random(1)[0], 'number');
+  });
+});
+
+describe('sampling options', () => {
+  test('bad values are refused with one line naming the option', () => {
+    const bad = [[{ temperature: -1 }, /^temperature must be/], [{ temperature: Infinity }, /^temperature/],
+      [{ topK: 0 }, /^topK must be an integer >= 1/], [{ topK: 2.5 }, /^topK/], [{ topP: 0 }, /^topP must be in \(0, 1\]/],
+      [{ minP: 1.5 }, /^minP/], [{ repetitionPenalty: 0 }, /^repetitionPenalty must be/], [{ temperature: '1' }, /^temperature/]];
+    for (const [options, message] of bad) {
+      assert.throws(() => samplingOptions(options), (e) => e instanceof SeqgenError && message.test(e.message));
+    }
+  });
+
+  test('repetition penalty: each recent token once, boundary and masked tokens untouched, finite', () => {
+    const logits = Float32Array.of(3, 2, -2, -Infinity, 3e38);
+    penalize(logits, [0, 1, 1, 2, 3, 4], 1e-3);
+    assert.deepEqual(Array.from(logits), [3, 2000, Math.fround(-0.002), -Infinity, Math.fround(3.4028234663852886e38)]);
+  });
+});
+
+test('stop matcher never emits a stop string, and holds back only a possible start of one', () => {
+  const matcher = new StopMatcher(['\n\n', 'END']);
+  assert.deepEqual(matcher.push('ab\n'), ['ab', false]);
+  assert.deepEqual(matcher.push('c E'), ['\nc ', false]);
+  assert.deepEqual(matcher.push('N'), ['', false]);
+  assert.deepEqual(matcher.push('D!'), ['', true]);
+  assert.equal(matcher.flush(), '');
+});
+
+test('the static server serves the site\'s types and nothing outside its folder', async () => {
+  const { serve } = await import('../scripts/serve.js');
+  const folder = await mkdtemp(join(tmpdir(), 'seqgen-serve-'));
+  await writeFile(join(folder, 'a.wasm'), 'x');
+  const { server, url } = await serve(folder);
+  try {
+    const wasm = await fetch(url + 'a.wasm');
+    assert.equal(wasm.headers.get('content-type'), 'application/wasm');
+    assert.equal((await fetch(url + '%E0%A4%A')).status, 400);
+    assert.equal((await fetch(url + '..%2f..%2fetc%2fpasswd')).status, 403);
+    assert.equal((await fetch(url + 'missing.js')).status, 404);
+  } finally {
+    server.close();
+    await rm(folder, { recursive: true, force: true });
+  }
+});
