@@ -2,17 +2,11 @@
 
     python benchmarks/bench_runtime.py [--model PATH_OR_NAME] [--int8 PATH] [--repeats 7] [--chars 300] [--json OUT]
 
-Every measurement is taken `--repeats` times in rounds (A B C ... then ... C B A, so background load
-and drift hit all of them alike), after a warm-up, and reported as the median; a ratio is the ratio
-of two medians from the same run, judged on wall time (time.perf_counter); the same ratio in process
-CPU time (time.process_time; for processes, the child's user + system time) is printed beside it, as
-it is less disturbed by other load. All onnxruntime sessions use one intra-op thread, torch too.
-METRICS below says what each measurement is and its target. The memory floors are information, to
-judge what is possible: numpy's matrix-vector products (one BLAS thread, in a child process) over
-float32 matrices of the model's weight shapes, a reference rather than a proven lower bound
-(onnxruntime's kernels can beat numpy's where the weights stay in cache).
-
-The numbers are only as quiet as the machine: read the spread column before trusting a FAIL.
+METRICS says what each measurement is and its target. Each is sampled `--repeats` times in rounds (A B C ...
+then ... C B A, so load and drift hit all alike) after a warm-up; a ratio is of two medians of the same run,
+judged on wall time, with the same ratio in CPU time (a child's user + system time) beside it. One thread
+everywhere. The memory floors (numpy's matrix-vector products over the model's weight shapes, one BLAS
+thread) are a reference, not a proven lower bound. Read the spread column before trusting a FAIL.
 """
 
 from __future__ import annotations
@@ -25,6 +19,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -212,6 +207,7 @@ def torch_net(model: seqgen.Model, probe: np.ndarray) -> tuple[object, str]:
 
     from seqgen.train import CharRNN
 
+    torch.set_num_threads(1)
     file = model.file
     net = CharRNN(file.vocab.size, file.cell, file.embedding_size, file.hidden_size, file.layers).eval()
     order = CELLS[file.cell].gate_order
@@ -311,10 +307,8 @@ def gemv_loop(shapes: list[tuple[int, int]], calls: int) -> Sample:
 
 def seqgen_run_command() -> list[str]:
     """The installed seqgen-run next to this interpreter, else the same entry point through it."""
-    script = Path(sys.executable).with_name("seqgen-run")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from seqgen.cli import run; sys.argv[0] = 'seqgen-run'; run()"]
+    script = shutil.which("seqgen-run", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-c", "import sys; from seqgen.cli import run; run()"]
 
 
 LAUNCHER = """
@@ -401,14 +395,9 @@ def machine() -> dict[str, object]:
 
 
 def versions() -> dict[str, str]:
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
+    installed = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
     return {"seqgen": seqgen.__version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
-            "torch": version("torch"), "onnx": version("onnx")}
+            **{name: installed.get(name, "not installed") for name in ("torch", "onnx")}}
 
 
 # -- results -------------------------------------------------------------------------------------------
@@ -526,11 +515,11 @@ def measurements(
 
     step_shapes, recurrent_shapes = weight_shapes(file)
     once, stepwise, calls = prompt_loops(model, in_vocabulary(model, PROMPT_SOURCE, PROMPT_CHARS))
-    timings = [Timed("floor", repeated(stepping(model, token), chars), 1),
-               Timed("floor_raw", repeated(lambda: raw_step(model, token), chars), 1),
+    timings = [Timed("floor", repeated(stepping(model, token), chars), chars),
+               Timed("floor_raw", repeated(lambda: raw_step(model, token), chars), chars),
                Timed("greedy", generating(model, temperature=0), chars),
                Timed("sampled", generating(model, **SAMPLING), chars),
-               Timed("window64", repeated(windowed(model, prompt_ids), slow_chars), 1),
+               Timed("window64", repeated(windowed(model, prompt_ids), slow_chars), slow_chars),
                Timed("floor_memory", gemv_loop(step_shapes, chars), chars),
                Timed("prompt_memory", gemv_loop(recurrent_shapes, chars), chars),
                Timed("batch64", lambda: per_unit(lambda: sum(map(len, model.generate_batch(prompts, chars,
@@ -538,18 +527,12 @@ def measurements(
                      BATCH * chars),
                Timed("prompt", once, PROMPT_CHARS), Timed("prompt_stepwise", stepwise, STEPWISE_CHARS)]
     try:
-        import torch
-    except ImportError:
-        skips["torch_eager"] = "torch not installed"
+        net, notes["torch_eager"] = torch_net(model, prompt_ids[:17])
+    except ImportError as exc:
+        skips["torch_eager"] = f"{exc.name} not installed"
     else:
-        torch.set_num_threads(1)
-        try:
-            net, notes["torch_eager"] = torch_net(model, prompt_ids[:17])
-        except ImportError as exc:
-            skips["torch_eager"] = f"seqgen.train not importable ({exc.name} not installed)"
-        else:
-            skip = 0 if file.line_items else 1
-            timings.append(Timed("torch_eager", repeated(torch_stepping(net, token, skip), chars), 1))
+        timings.append(Timed("torch_eager", repeated(torch_stepping(net, token, 0 if file.line_items else 1), chars),
+                             chars))
     int8_path, note = int8_source(args, model, stack, log)
     if int8_path is None:
         skips["int8"] = note
