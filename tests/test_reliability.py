@@ -499,7 +499,7 @@ def mixed_call(model: seqgen.Model, skipping: seqgen.Model, index: int) -> objec
 
 
 def test_eight_threads_sharing_one_model_match_2400_mixed_calls_made_one_by_one(model: seqgen.Model) -> None:
-    """test_runtime.py does 810 calls of three kinds; this does 2,400 of eight, batches and sessions included."""
+    """2,400 calls of eight kinds, batches and sessions included, from eight threads sharing one model."""
     skipping = model.with_unknown("skip")
     calls = range(2400)
     sequential = [mixed_call(model, skipping, i) for i in calls]
