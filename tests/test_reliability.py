@@ -6,6 +6,7 @@ of the issue with the test that holds it.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import math
 import os
@@ -530,7 +531,7 @@ def settles(result: dict[str, object]) -> bool:
     leave RSS where it was, give or take a few pages. A leak grows every stretch; an allocator taking one
     more arena (a single step of a few hundred KiB, seen here at irregular calls) grows one."""
     rss = [kib for calls, kib in result["rss_kib"] if calls >= 1000]
-    flat = [after - before <= 64 for before, after in zip(rss, rss[1:])]
+    flat = [after - before <= 64 for before, after in itertools.pairwise(rss)]
     return sum(flat) > len(flat) / 2
 
 
