@@ -22,7 +22,8 @@ MAX_STOPS = 16
 MAX_STOP_CHARS = 256
 MAX_LOGPROBS = 20
 
-SAMPLING_FIELDS = ("temperature", "top_p", "seed", "top_k", "min_p", "repetition_penalty")
+SAMPLING_FIELDS = ("temperature", "top_p", "seed", "top_k", "min_p", "repetition_penalty", "allowed", "banned",
+                   "pattern")
 """Body fields that are seqgen.Sampling options of the same name (stop is checked against the server's caps)."""
 COMPLETION_FIELDS = {"model", "prompt", "max_tokens", "n", "stop", "stream", "stream_options", "logprobs", "user",
                      "echo", "suffix", "best_of", "presence_penalty", "frequency_penalty", "logit_bias",
