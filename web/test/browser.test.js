@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ARTIFACTS, SHIPPED, metadataEntry, openSite, reference } from './helpers.js';
+import { ARTIFACTS, SHIPPED, openSite, reference, withMetadata } from './helpers.js';
 
 const PASSAGE = 'First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n' +
   'First Citizen:\nYou are all resolved rather to die than to famish?\n';
@@ -178,7 +178,7 @@ describe('in Chromium', () => {
     });
     const expected = {
       missing: /cannot fetch model models\/nope.onnx: HTTP 404; check the URL/, notBytes: /load takes a URL or the file's bytes/,
-      damaged: /damaged.onnx: weights do not match their recorded checksum; the file is corrupted, get it again/,
+      damaged: /damaged.onnx: contents do not match their recorded checksum; the file is corrupted or was edited, get it again/,
       k: /k must be an integer >= 1, got 0/, temperature: /temperature must be a finite number >= 0/,
       typo: /unknown option top_k; use maxNewChars, temperature, topK/, length: /maxNewChars must be an integer >= 0, got 2.5/,
       stop: /stop strings must be non-empty text/, seed: /seed must be an integer in \[0, 18446744073709551615\]/,
@@ -215,16 +215,16 @@ describe('in Chromium', () => {
     await page.close();
   });
 
-  test('a graph whose logits do not fit the (consistently edited) vocabulary is refused as in Python', async () => {
+  test('a consistently edited vocabulary is refused by the graph\'s shapes, as in Python, before onnxruntime', async () => {
     const good = await readFile(join(ARTIFACTS, 'alphabet.onnx'));
     const chars = reference([{ kind: 'info', model: 'alphabet' }])[0].vocabulary;
-    const edited = Buffer.concat([good, metadataEntry('seqgen.vocabulary', JSON.stringify({ chars: chars + 'k' })),
-      metadataEntry('seqgen.vocab_size', String([...chars].length + 2))]);
+    const edited = withMetadata(good, { 'seqgen.vocabulary': JSON.stringify({ chars: chars + 'k' }),
+      'seqgen.vocab_size': String([...chars].length + 2) });
     const path = join(tmpdir(), `seqgen-edited-${process.pid}.onnx`);
     await writeFile(path, edited);
     const [expected] = reference([{ kind: 'load_error', path }]);
     await rm(path);
-    assert.match(expected, /logits have width 11 but the vocabulary has 12 tokens/);
+    assert.match(expected, /metadata says vocab_size=12 and embedding_size=\d+ but the graph's embedding tables have shapes \[\[11, \d+\]\]/);
     const got = await site.page.evaluate(async ({ bytes, path }) => {
       try {
         await seqgen.load(new Uint8Array(bytes), { name: path });

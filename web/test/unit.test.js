@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SeqgenError } from '../src/errors.js';
 import { PCG64, checkSeed } from '../src/pcg64.js';
-import { crc32, readModelFile } from '../src/modelfile.js';
+import { crc32, fileChecksum, readModelFile } from '../src/modelfile.js';
 import { StopMatcher } from '../src/generate.js';
 import { penalize, samplingOptions } from '../src/sampling.js';
 import { BYTES, FIXED32, FIXED64, VARINT, WireError, fields } from '../src/wire.js';
-import { ARTIFACTS, SHIPPED, metadataEntry, reference } from './helpers.js';
+import { ARTIFACTS, SHIPPED, metadataEntry, reference, withMetadata } from './helpers.js';
 
 describe('wire', () => {
   test('reads each wire type, with bytes as views', () => {
@@ -64,14 +64,44 @@ describe('model file', () => {
       const at = good.findIndex((_, i) => key.every((b, j) => good[i + j] === b));
       assert.equal(good[at + key.length + 2], '1'.charCodeAt(0));  // key, then the value's tag and length
       version[at + key.length + 2] = '9'.charCodeAt(0);
+      const edit = (changes) => withMetadata(good, Object.fromEntries(Object.entries(changes).map(
+        ([key, value]) => [`seqgen.${key}`, value])));
+      const vocab = JSON.parse((await readModelFile(good, 'alphabet')).metadata['seqgen.vocabulary']);
+      const vocabulary = (changes) => edit({ vocabulary: JSON.stringify({ ...vocab, ...changes }) });
       const variants = {
         empty: new Uint8Array(0),
         text: new TextEncoder().encode('not a model at all\n'),
         truncated: good.subarray(0, good.length - 100),
         flipped,
         version,
-        cell: Buffer.concat([good, metadataEntry('seqgen.cell', 'lstm')]),  // checksums cover the graph alone
-        layers: Buffer.concat([good, metadataEntry('seqgen.layers', '3')]),
+        cell: Buffer.concat([good, metadataEntry('seqgen.cell', 'lstm')]),  // a seqgen key given twice
+        unprefixedTwice: Buffer.concat([good, metadataEntry('onnx.note', 'a'), metadataEntry('onnx.note', 'b')]),
+        noChecksum: edit({ file_crc32: null }),
+        editedMetadata: edit({ created: '2001-01-01T00:00:00Z' }),  // the graph's checks pass, the checksum not
+        graphCrcOnly: edit({ graph_crc32: '00000000' }),  // no longer checked on its own
+        plusSize: edit({ layers: '+1' }),
+        arabicDigit: edit({ hidden_size: '\u0662' }),
+        zeroSize: edit({ embedding_size: '0' }),
+        hugeSize: edit({ vocab_size: '1234567890123' }),
+        flagWord: edit({ line_items: 'True' }),
+        quantizationWord: edit({ quantization: 'int4' }),
+        quantizationLie: edit({ quantization: 'int8' }),
+        hiddenLie: edit({ hidden_size: '7' }),
+        embeddingLie: edit({ embedding_size: '3' }),
+        cellLie: edit({ cell: 'gru' }),
+        layersLie: edit({ layers: '2' }),
+        deep: edit({ training: '['.repeat(33) + ']'.repeat(33) }),
+        deepObject: edit({ training: '{"a":'.repeat(33) + '1' + '}'.repeat(33) }),
+        notDeep: edit({ training: '['.repeat(31) + ']'.repeat(31), file_crc32: null }),
+        surrogate: edit({ corpus: '"\\ud800"' }),
+        surrogateKey: edit({ training: '{"\\udc00": 1}' }),
+        vocabularyFlagText: vocabulary({ lowercase: 'false' }),
+        vocabularyExtraKey: vocabulary({ colour: 'red' }),
+        vocabularyBoundary: vocabulary({ boundary: 1 }),
+        vocabularyBoundaryBool: vocabulary({ boundary: false }),
+        vocabularyReplacement: vocabulary({ replacement: 3 }),
+        vocabularyUpper: vocabulary({ lowercase: true, chars: vocab.chars.toUpperCase() }),
+        vocabularyNotObject: edit({ vocabulary: '["abc"]' }),
       };
       const cases = Object.entries(variants);
       const tasks = [];
@@ -82,9 +112,29 @@ describe('model file', () => {
       const expected = reference(tasks);
       for (const [i, [name, bytes]] of cases.entries()) {
         const path = join(folder, `${name}.onnx`);
+        if (name === 'unprefixedTwice') {  // keys outside seqgen's mean nothing to it: accepted by both
+          assert.equal(expected[i], null);
+          await readModelFile(bytes, path);
+          continue;
+        }
         assert.ok(expected[i], `Python accepted the ${name} file`);
         await assert.rejects(readModelFile(bytes, path), (e) => e instanceof SeqgenError && e.message === expected[i], name);
       }
+    });
+
+    test('file_crc32 is the Python runtime\'s, covers the seqgen metadata, and upper case is accepted', async () => {
+      const good = await readFile(join(ARTIFACTS, 'names.onnx'));
+      const file = await readModelFile(good, 'names');
+      assert.equal(fileChecksum(good), file.metadata['seqgen.file_crc32']);
+      const edited = withMetadata(good, { 'seqgen.created': 'yesterday' });
+      assert.notEqual(fileChecksum(edited), fileChecksum(good));
+      assert.equal(fileChecksum(withMetadata(good, { 'onnx.note': 'not seqgen\'s' })), fileChecksum(good));
+      const restamped = withMetadata(edited, { 'seqgen.file_crc32': fileChecksum(edited).toUpperCase() });
+      assert.equal((await readModelFile(restamped, 'restamped')).info.created, 'yesterday');
+      await readModelFile(edited, 'unverified', { verify: false });
+      await writeFile(join(folder, 'restamped.onnx'), restamped);
+      const expected = reference([{ kind: 'checksum', path: join(folder, 'restamped.onnx') }]);
+      assert.equal(expected[0], fileChecksum(restamped));
     });
   });
 });
