@@ -29,7 +29,9 @@ export function pyValue(value) {
   if (value === true) return 'True';
   if (value === false) return 'False';
   if (typeof value === 'string') return pyRepr(value);
-  if (typeof value === 'number' || typeof value === 'bigint') return String(value);
+  if (typeof value === 'number') return Number.isNaN(value) ? 'nan' : { Infinity: 'inf', '-Infinity': '-inf' }[value] ?? String(value);
+  if (typeof value === 'bigint') return String(value);
+  if (typeof value !== 'object') return String(value);
   if (Array.isArray(value)) return `[${value.map(pyValue).join(', ')}]`;
   return `{${Object.entries(value).map(([k, v]) => `${pyRepr(k)}: ${pyValue(v)}`).join(', ')}}`;
 }

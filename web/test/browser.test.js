@@ -20,7 +20,11 @@ const INPUTS = {
 /** Sampling option sets (Python names) for the seeded-parity checks; each also runs in the browser. */
 const SAMPLED = [{ seed: 1 }, { temperature: 0.8, top_k: 40, seed: 7 }, { top_p: 0.9, seed: 3 },
   { temperature: 1.3, min_p: 0.05, seed: 11 }, { repetition_penalty: 1.3, seed: 5 }, { stop: ['\n\n', 'the'], seed: 2 },
-  { temperature: 0.5, top_k: 3, top_p: 0.8, min_p: 0.1, repetition_penalty: 1.1, seed: 2n ** 64n - 1n }];
+  { temperature: 0.5, top_k: 3, top_p: 0.8, min_p: 0.1, repetition_penalty: 1.1, seed: 2n ** 64n - 1n },
+  // constraints (stage 3), alone and with the other stages and stop strings
+  { allowed: 'abcde', seed: 8 }, { banned: ['de', 'the', 'an', 'ia'], repetition_penalty: 1.2, seed: 6 },
+  { allowed: 'aeiou \n', banned: ['ee'], stop: ['ii', 'ua'], temperature: 0.7, top_k: 5, seed: 9 },
+  { allowed: 'bcdfghjklmnpqrstvwxyz', banned: 'rst', temperature: 0, seed: 1 }];
 const GREEDY_CHARS = 500;
 /**
  * Float models: the issue's bounds (log-probabilities also get 1e-6 relative: the alphabet model's ReLU
@@ -189,6 +193,41 @@ describe('in Chromium', () => {
       assert.match(got[name], /^SeqgenError: [^\n]+$/, name);
       assert.match(got[name], pattern, name);
     }
+  });
+
+  test('constraints are refused as in Python, before anything is generated', async () => {
+    const cases = [{ allowed: 'xyz' }, { allowed: 'a', banned: ['a'] }, { allowed: 'ab', banned: ['a', 'b'], stop: 'c' },
+      { allowed: '' }, { banned: [''] }, { temperature: 0, allowed: 'abc', maxNewChars: -1 }];
+    const expected = reference(cases.map(({ maxNewChars = 10, ...options }) => ({ kind: 'generate', model: 'alphabet',
+      prompt: 'abc', n: maxNewChars, options })));
+    const got = await site.page.evaluate(async (cases) => {
+      const model = await seqgen.load('models/alphabet.onnx');
+      const messages = [];
+      for (const options of cases) {
+        try {
+          messages.push(`accepted ${await model.generate('abc', { maxNewChars: 10, ...options })}`);
+        } catch (error) {
+          messages.push(error.message);
+        }
+      }
+      const session = model.session();
+      await session.feed('abc');
+      const sampler = new seqgen.Sampler(seqgen.samplingOptions({ banned: ['de'], seed: 1 }));
+      await session.sample(sampler);
+      await session.feed('de');
+      try {
+        await session.sample(sampler);
+        messages.push('accepted');
+      } catch (error) {
+        messages.push(error.message);
+      }
+      return messages;
+    }, cases);
+    const js = (text) => text.replace('max_new_chars', 'maxNewChars').replace('(see seqgen-run info)', '(see model.info.vocabulary)');
+    for (const [i, { error, text }] of expected.entries()) {
+      assert.equal(got[i], error ? js(error) : `accepted ${text}`, JSON.stringify(cases[i]));
+    }
+    assert.equal(got.at(-1), 'text fed after sampling began breaks the constraints; start a new Sampler for it');
   });
 
   test('demo page: bars follow the prompt, and generation streams the Python runtime\'s text', async () => {

@@ -47,6 +47,9 @@ def run(task: dict) -> object:
     if kind == "checksum":  # the file_crc32 the Python runtime computes for some bytes
         with open(task["path"], "rb") as handle:
             return file_checksum(handle.read())
+    if kind == "sampling_error":  # the refusal of a set of sampling options ({"float": "inf"}: what JSON lacks)
+        options = {k: float(v["float"]) if isinstance(v, dict) else v for k, v in task["options"].items()}
+        return error(lambda: seqgen.Sampling(**options))
     if kind == "load_error":
         return error(lambda: seqgen.load(task["path"]))
     model = seqgen.load(task["model"])

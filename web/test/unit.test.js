@@ -176,13 +176,26 @@ describe('random stream', () => {
 });
 
 describe('sampling options', () => {
-  test('bad values are refused with one line naming the option', () => {
-    const bad = [[{ temperature: -1 }, /^temperature must be/], [{ temperature: Infinity }, /^temperature/],
-      [{ topK: 0 }, /^topK must be an integer >= 1/], [{ topK: 2.5 }, /^topK/], [{ topP: 0 }, /^topP must be in \(0, 1\]/],
-      [{ minP: 1.5 }, /^minP/], [{ repetitionPenalty: 0 }, /^repetitionPenalty must be/], [{ temperature: '1' }, /^temperature/]];
-    for (const [options, message] of bad) {
-      assert.throws(() => samplingOptions(options), (e) => e instanceof SeqgenError && message.test(e.message));
+  test('bad values are refused with the Python runtime\'s messages, in JavaScript names', () => {
+    const cases = [[{ temperature: -1 }, { temperature: -1 }], [{ temperature: Infinity }, { temperature: { float: 'inf' } }],
+      [{ temperature: '1' }, { temperature: '1' }], [{ temperature: true }, { temperature: true }],
+      [{ topK: 0 }, { top_k: 0 }], [{ topK: 2.5 }, { top_k: 2.5 }], [{ topP: 0 }, { top_p: 0 }],
+      [{ minP: 1.5 }, { min_p: 1.5 }], [{ repetitionPenalty: 0 }, { repetition_penalty: 0 }],
+      [{ stop: [''] }, { stop: [''] }], [{ stop: Array(65).fill('x') }, { stop: Array(65).fill('x') }],
+      [{ stop: 'x'.repeat(1001) }, { stop: 'x'.repeat(1001) }], [{ allowed: '' }, { allowed: '' }],
+      [{ allowed: 'ab'.repeat(60_000) }, { allowed: 'ab'.repeat(60_000) }], [{ banned: [3] }, { banned: [3] }],
+      [{ banned: ['y'.repeat(101)] }, { banned: ['y'.repeat(101)] }]];
+    const expected = reference(cases.map(([, options]) => ({ kind: 'sampling_error', options })));
+    const jsName = (text) => text.replace(/top_k|top_p|min_p|repetition_penalty/, (name) =>
+      name.replace(/_(.)/g, (_, c) => c.toUpperCase()));
+    for (const [i, [options]] of cases.entries()) {
+      assert.ok(expected[i], `Python accepted ${JSON.stringify(options).slice(0, 80)}`);
+      assert.throws(() => samplingOptions(options), (e) => e instanceof SeqgenError && e.message === jsName(expected[i]),
+        expected[i]);
     }
+    assert.throws(() => samplingOptions({ pattern: '[a-z]+' }), /^SeqgenError: pattern is not supported in the browser yet/);
+    assert.equal(samplingOptions({ allowed: 'cabbage' }).allowed, 'abceg');
+    assert.equal(samplingOptions({ banned: 'one' }).banned[0], 'one');
   });
 
   test('repetition penalty: each recent token once, boundary and masked tokens untouched, finite', () => {
