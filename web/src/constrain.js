@@ -1,13 +1,14 @@
 /**
- * Constraints on generated text (allowed characters, banned words; runtime/constrain.py), compiled once per
+ * Constraints on generated text (allowed characters, banned words, a pattern; runtime/constrain.py), compiled once per
  * vocabulary into one deterministic automaton over its tokens, so each sampling step is a table lookup.
  *
  * A token is offered only if the generated text so far plus it can still be extended to an accepted text
- * within the characters left. An accepted text uses only `allowed` characters and contains no `banned` word
- * (counting the prompt's tail, so none appears across the prompt boundary either). Stop strings end a text
+ * within the characters left. An accepted text uses only `allowed` characters, contains no `banned` word
+ * (counting the prompt's tail, so none appears across the prompt boundary either) and fully matches `pattern`. Stop strings end a text
  * where the text before them is accepted; their own characters are not part of it.
  */
-import { SeqgenError } from './errors.js';
+import { SeqgenError, pyRepr } from './errors.js';
+import { patternTable } from './pattern.js';
 import { BOUNDARY } from './vocab.js';
 
 /** Most automaton states times vocabulary size one set of constraints may need. */
@@ -123,6 +124,9 @@ function distances(next, accepting, width) {
   return distance;
 }
 
+const tooLarge = (width) => new SeqgenError(`the constraints need more than ${Math.floor(MAX_CELLS / width)} automaton ` +
+  'states for this vocabulary; use a simpler pattern, or fewer banned words or stop strings');
+
 /** Every state reachable from `begin` (breadth first; `key` names a state) and the table of their transitions. */
 function explore(begin, moves, width, key) {
   const index = new Map();
@@ -136,10 +140,7 @@ function explore(begin, moves, width, key) {
   for (let at = 0; at < order.length; at++) {
     for (const target of moves(order[at])) {
       if (target !== null && !index.has(key(target))) {
-        if (order.length * width >= MAX_CELLS) {
-          throw new SeqgenError(`the constraints need more than ${Math.floor(MAX_CELLS / width)} automaton states for ` +
-            'this vocabulary; use a simpler pattern, or fewer banned words or stop strings');
-        }
+        if (order.length * width >= MAX_CELLS) throw tooLarge(width);
         add(target);
       }
       rows.push(target === null ? -1 : index.get(key(target)));
@@ -156,30 +157,34 @@ const CACHE_SIZE = 16;
  * The automaton of these constraints over a vocabulary (`chars[i]` is token i + 1); cached (the same
  * constraints come again and again).
  */
-export function compileConstraints(chars, allowed, banned, stop) {
-  const cacheKey = JSON.stringify([chars, allowed, banned, stop]);
+export function compileConstraints(chars, allowed, banned, pattern, stop) {
+  const cacheKey = JSON.stringify([chars, allowed, banned, pattern, stop]);
   if (!cache.has(cacheKey)) {
     if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value);
-    cache.set(cacheKey, compiled(chars, allowed, banned, stop));
+    cache.set(cacheKey, compiled(chars, allowed, banned, pattern, stop));
   }
   return cache.get(cacheKey);
 }
 
-function compiled(chars, allowed, banned, stop) {
+function compiled(chars, allowed, banned, pattern, stop) {
   const width = chars.length + 1;
   const usable = [false, ...chars.map((c) => allowed === null || allowed.includes(c))];
   const vocabulary = new Set(chars);
   const words = banned.filter((w) => charsOf(w).every((c) => vocabulary.has(c)));  // others cannot appear
   const trie = words.length ? new Trie(words) : null;
+  const { table, accepting, initial } = pattern === null
+    ? { table: new Int32Array(width), accepting: Uint8Array.of(1), initial: 0 }
+    : patternTable(pattern, chars, MAX_CELLS, () => tooLarge(width));
   const moves = ([at, prefix]) => [null, ...chars.map((char, i) => {
-    if (!usable[i + 1]) return null;
-    if (trie === null) return [at, ''];
+    const following = usable[i + 1] ? table[at * width + i + 1] : -1;
+    if (following < 0) return null;
+    if (trie === null) return [following, ''];
     const [after, ended] = trie.step(prefix, char);
-    return ended === null ? [at, after] : null;
+    return ended === null ? [following, after] : null;
   })];
   const prefixes = trie === null ? [''] : trie.prefixes;
-  const [innerStates, innerNext] = explore(prefixes.map((p) => [0, p]), moves, width, pairKey);
-  const innerAccepting = new Uint8Array(innerStates.length).fill(1);  // without a pattern every state accepts
+  const [innerStates, innerNext] = explore(prefixes.map((p) => [initial, p]), moves, width, pairKey);
+  const innerAccepting = Uint8Array.from(innerStates, ([at]) => accepting[at]);
   const starts = new Map(prefixes.map((p, i) => [p, i]));
   const startOf = (text) => (trie === null ? '' : trie.stateAfter(text));
   if (!stop.length) return new Automaton(innerNext, innerAccepting, width, starts, startOf);
@@ -230,12 +235,24 @@ function withStops(innerNext, innerAccepting, starts, startOf, chars, stops) {
 }
 
 /**
- * Before generating: a SeqgenError with the reason if no accepted text fits, or if every accepted text would
- * be empty. (Without a pattern the empty text is always accepted, so no length is ever too short.)
+ * Before generating: a SeqgenError with the reason if no accepted text fits in `limit` characters from
+ * `state`, or if every accepted text would be empty.
  */
 export function refuseImpossible(automaton, state, limit, options, chars) {
   if (options.allowed !== null && ![...options.allowed].some((c) => chars.includes(c))) {
     throw new SeqgenError("none of the allowed characters is in the model's vocabulary (see model.info.vocabulary)");
+  }
+  const need = automaton.distance[state];
+  if (need >= NEVER) {
+    const madeOf = "the model's characters" + (options.allowed !== null ? ' that are allowed' : '');
+    const avoiding = options.banned.length ? ', without a banned word' : '';
+    throw new SeqgenError(`no text made of ${madeOf}${avoiding} can fully match the pattern ` +
+      `${options.pattern === null ? 'None' : pyRepr(options.pattern)}; check it against the model's vocabulary ` +
+      '(model.info.vocabulary)');
+  }
+  if (need > limit) {
+    throw new SeqgenError(`the shortest text the constraints accept has ${need} characters, but maxNewChars is ` +
+      `${limit}; raise maxNewChars`);
   }
   const row = automaton.steps.subarray(state * automaton.width, (state + 1) * automaton.width);
   if (limit > 0 && !row.some((n) => n <= limit)) {

@@ -1,13 +1,14 @@
 /**
  * The sampler: one pipeline that owns every step shaping the next-character distribution, in the Python
  * runtime's order (runtime/sampling.py): 1. end rule (a running-text model never ends a text), 2. repetition
- * penalty over the last 64 tokens, 3. constraints (allowed, banned; constrain.js), 4. temperature (0 is
+ * penalty over the last 64 tokens, 3. constraints (allowed, banned, pattern; constrain.js), 4. temperature (0 is
  * greedy: the rest is skipped), 5. top-k, 6. min-p, 7. top-p, 8. the draw. With numpy's PCG64 stream
  * (pcg64.js) drawn in the same blocks, a seed gives Python's text.
  */
 import { SeqgenError, byCodePoint, pyRepr } from './errors.js';
 import { integer, real, texts } from './checks.js';
 import { compileConstraints, refuseImpossible } from './constrain.js';
+import { checkPattern } from './pattern.js';
 import { PCG64, checkSeed } from './pcg64.js';
 import { BOUNDARY } from './vocab.js';
 
@@ -30,7 +31,8 @@ const BLOCK = 256;
  * messages: temperature 0 is greedy; topK, topP, minP null are off; repetitionPenalty 1 is off; seed null
  * draws fresh entropy; stop is one text or several. Constraints (docs/constrained.md): `allowed`, the only
  * characters to generate (kept as sorted unique ones); `banned`, words never generated, not even across the
- * prompt boundary. `pattern` is refused: the browser has no regular-expression automaton yet.
+ * prompt boundary; `pattern`, a regular expression the whole generated text fully matches (pattern.js: the
+ * subset of Python's syntax it reads the same way; anything else is refused).
  */
 export function samplingOptions({ temperature = 1.0, topK = null, topP = null, minP = null, repetitionPenalty = 1.0,
   seed = null, stop = null, allowed = null, banned = null, pattern = null } = {}) {
@@ -49,14 +51,11 @@ export function samplingOptions({ temperature = 1.0, topK = null, topP = null, m
     allowed = [...new Set(allowed)].sort(byCodePoint).join('');
   }
   banned = texts('banned words', banned, MAX_BANNED, MAX_BANNED_CHARS);
-  if (pattern !== null) {
-    throw new SeqgenError('pattern is not supported in the browser yet (it needs a regular-expression automaton); ' +
-      'use allowed and banned, or the Python runtime (pip install "seqgen[constrain]")');
-  }
+  if (pattern !== null) checkPattern(pattern);
   return Object.freeze({
     temperature, topK, topP, minP, repetitionPenalty, seed, stop: Object.freeze(stops), allowed,
     banned: Object.freeze(banned), pattern, greedy: temperature < GREEDY_BELOW,
-    constrained: allowed !== null || banned.length > 0,
+    constrained: allowed !== null || banned.length > 0 || pattern !== null,
   });
 }
 
@@ -116,9 +115,9 @@ export class Sampler {
     this.session = session;
     await session.current();  // a fresh session feeds its boundary token first
     if (!this.options.constrained) return;
-    const { allowed, banned, stop } = this.options;
+    const { allowed, banned, pattern, stop } = this.options;
     const { chars } = session.model.vocab;
-    this.automaton = compileConstraints(chars, allowed, banned, stop);
+    this.automaton = compileConstraints(chars, allowed, banned, pattern, stop);
     this.state = this.automaton.start(session.text);
     this.seen = this.begun = session.history.length;
     this.limit = maxNewChars ?? NO_LIMIT;

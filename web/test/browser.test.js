@@ -24,7 +24,8 @@ const SAMPLED = [{ seed: 1 }, { temperature: 0.8, top_k: 40, seed: 7 }, { top_p:
   // constraints (stage 3), alone and with the other stages and stop strings
   { allowed: 'abcde', seed: 8 }, { banned: ['de', 'the', 'an', 'ia'], repetition_penalty: 1.2, seed: 6 },
   { allowed: 'aeiou \n', banned: ['ee'], stop: ['ii', 'ua'], temperature: 0.7, top_k: 5, seed: 9 },
-  { allowed: 'bcdfghjklmnpqrstvwxyz', banned: 'rst', temperature: 0, seed: 1 }];
+  { allowed: 'bcdfghjklmnpqrstvwxyz', banned: 'rst', temperature: 0, seed: 1 }, { pattern: '(ab|cd|e)+f?', seed: 4 },
+  { pattern: '[a-e]{3,8}( [a-j]+)?', banned: ['aa'], temperature: 0.8, top_p: 0.9, seed: 12 }];
 const GREEDY_CHARS = 500;
 /**
  * Float models: the issue's bounds (log-probabilities also get 1e-6 relative: the alphabet model's ReLU
@@ -197,7 +198,9 @@ describe('in Chromium', () => {
 
   test('constraints are refused as in Python, before anything is generated', async () => {
     const cases = [{ allowed: 'xyz' }, { allowed: 'a', banned: ['a'] }, { allowed: 'ab', banned: ['a', 'b'], stop: 'c' },
-      { allowed: '' }, { banned: [''] }, { temperature: 0, allowed: 'abc', maxNewChars: -1 }];
+      { allowed: '' }, { banned: [''] }, { temperature: 0, allowed: 'abc', maxNewChars: -1 },
+      { pattern: 'abcdefg', maxNewChars: 5 }, { pattern: 'xyz' }, { pattern: 'a|b', allowed: 'cd', banned: 'e' },
+      { pattern: '[a-j]+', stop: ['ab'], maxNewChars: 40 }, { pattern: '(?=a)' }];
     const expected = reference(cases.map(({ maxNewChars = 10, ...options }) => ({ kind: 'generate', model: 'alphabet',
       prompt: 'abc', n: maxNewChars, options })));
     const got = await site.page.evaluate(async (cases) => {
@@ -223,7 +226,8 @@ describe('in Chromium', () => {
       }
       return messages;
     }, cases);
-    const js = (text) => text.replace('max_new_chars', 'maxNewChars').replace('(see seqgen-run info)', '(see model.info.vocabulary)');
+    const js = (text) => text.replaceAll('max_new_chars', 'maxNewChars').replace('(see seqgen-run info)', '(see model.info.vocabulary)')
+      .replace('(seqgen-run info)', '(model.info.vocabulary)');
     for (const [i, { error, text }] of expected.entries()) {
       assert.equal(got[i], error ? js(error) : `accepted ${text}`, JSON.stringify(cases[i]));
     }

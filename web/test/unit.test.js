@@ -10,6 +10,7 @@ import { PCG64, checkSeed } from '../src/pcg64.js';
 import { crc32, fileChecksum, readModelFile } from '../src/modelfile.js';
 import { StopMatcher } from '../src/generate.js';
 import { penalize, samplingOptions } from '../src/sampling.js';
+import { patternTable } from '../src/pattern.js';
 import { BYTES, FIXED32, FIXED64, VARINT, WireError, fields } from '../src/wire.js';
 import { ARTIFACTS, SHIPPED, metadataEntry, reference, withMetadata } from './helpers.js';
 
@@ -193,7 +194,6 @@ describe('sampling options', () => {
       assert.throws(() => samplingOptions(options), (e) => e instanceof SeqgenError && e.message === jsName(expected[i]),
         expected[i]);
     }
-    assert.throws(() => samplingOptions({ pattern: '[a-z]+' }), /^SeqgenError: pattern is not supported in the browser yet/);
     assert.equal(samplingOptions({ allowed: 'cabbage' }).allowed, 'abceg');
     assert.equal(samplingOptions({ banned: 'one' }).banned[0], 'one');
   });
@@ -202,6 +202,57 @@ describe('sampling options', () => {
     const logits = Float32Array.of(3, 2, -2, -Infinity, 3e38);
     penalize(logits, [0, 1, 1, 2, 3, 4], 1e-3);
     assert.deepEqual(Array.from(logits), [3, 2000, Math.fround(-0.002), -Infinity, Math.fround(3.4028234663852886e38)]);
+  });
+});
+
+describe('pattern', () => {
+  const CHARS = ['a', 'b', 'Z', '5', '_', ' ', '\n', '-', '.', 'é'];
+  /** Every text over CHARS up to `length` characters. */
+  const texts = (length) => {
+    const all = [''];
+    for (let from = 0, n = 1; n <= length; n++) {
+      const end = all.length;
+      for (let i = from; i < end; i++) for (const c of CHARS) all.push(all[i] + c);
+      from = end;
+    }
+    return all;
+  };
+  const accepts = (pattern, list) => {
+    const { table, accepting, initial } = patternTable(pattern, CHARS, 4e6, () => new Error('too large'));
+    const width = CHARS.length + 1;
+    return list.map((text) => {
+      let at = initial;
+      for (const c of text) at = at < 0 ? -1 : table[at * width + CHARS.indexOf(c) + 1];
+      return at >= 0 && accepting[at] === 1;
+    });
+  };
+
+  test('the texts a pattern fully matches are the Python runtime\'s (interegular\'s)', () => {
+    const patterns = ['a', 'ab|ba', 'a*b+', '(ab)?Z', '[ab]{2}', '[a-b5]{1,2}_', '[^a]', '[^\\w]+', '.', '.*',
+      '\\d\\w', '\\s\\S', '\\D\\W', '(a|b)*?Z+?', '(?:a|)b{,2}', '(?P<x>a|b)+', 'a{2,}', '[a\\-.]', '\\.-',
+      '[-a]', '[a-]', '[é]|\\n', '()', 'a|', '(a|(b|Z)*)+5', '[\\s\\d]', '[Z-a]'];
+    const list = texts(3);
+    const expected = reference(patterns.map((pattern) => ({ kind: 'pattern', pattern, chars: CHARS, texts: list })));
+    for (const [i, pattern] of patterns.entries()) {
+      assert.ok(expected[i].accepts, `Python refused ${pattern}: ${expected[i].error}`);
+      const got = accepts(pattern, list);
+      const differ = list.filter((_, j) => got[j] !== expected[i].accepts[j]);
+      assert.deepEqual(differ, [], pattern);
+      assert.ok(got.some((x) => x), `${pattern} accepts something`);
+    }
+  });
+
+  test('patterns Python refuses are refused with its message; others outside the subset say so', () => {
+    const refused = ['(a', 'a)', '*a', 'a**', '[a', '[z-a]', 'a{3,2}', '^a', 'a\\b', '(?=a)', '(a)\\1',
+      '(?P<x>a)(?P=x)', 'a$', '\\Aa'];
+    const expected = reference(refused.map((pattern) => ({ kind: 'pattern', pattern, chars: CHARS, texts: [] })));
+    for (const [i, pattern] of refused.entries()) {
+      assert.throws(() => samplingOptions({ pattern }), (e) => e instanceof SeqgenError && e.message === expected[i].error,
+        `${pattern}: ${expected[i].error}`);
+    }
+    for (const pattern of ['a{', '(?i)a', '[]a]', '\\x41', 'a*+', '\\0', '[\\w-z]', 'a{2000}']) {
+      assert.throws(() => samplingOptions({ pattern }), /which the browser's pattern compiler does not support yet/, pattern);
+    }
   });
 });
 
