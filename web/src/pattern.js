@@ -252,8 +252,9 @@ class Nfa {
 /** `pattern` if it is text of at most MAX_PATTERN_CHARS characters that this module can follow, else a SeqgenError. */
 export function checkPattern(pattern) {
   if (typeof pattern !== 'string' || [...pattern].length > MAX_PATTERN_CHARS) {
-    throw new SeqgenError(`pattern must be a regular expression of at most ${MAX_PATTERN_CHARS} characters, got ` +
-      `${typeof pattern === 'string' ? 'a longer one' : typeof pattern}`);
+    const type = typeof pattern === 'string' ? 'str' : typeof pattern === 'number' ? (Number.isInteger(pattern) ? 'int' : 'float')
+      : typeof pattern === 'boolean' ? 'bool' : Array.isArray(pattern) ? 'list' : typeof pattern === 'object' ? 'dict' : typeof pattern;
+    throw new SeqgenError(`pattern must be a regular expression of at most ${MAX_PATTERN_CHARS} characters, got ${type}`);
   }
   new Parser(pattern).parse();
   return pattern;

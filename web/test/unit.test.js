@@ -185,7 +185,8 @@ describe('sampling options', () => {
       [{ stop: [''] }, { stop: [''] }], [{ stop: Array(65).fill('x') }, { stop: Array(65).fill('x') }],
       [{ stop: 'x'.repeat(1001) }, { stop: 'x'.repeat(1001) }], [{ allowed: '' }, { allowed: '' }],
       [{ allowed: 'ab'.repeat(60_000) }, { allowed: 'ab'.repeat(60_000) }], [{ banned: [3] }, { banned: [3] }],
-      [{ banned: ['y'.repeat(101)] }, { banned: ['y'.repeat(101)] }]];
+      [{ banned: ['y'.repeat(101)] }, { banned: ['y'.repeat(101)] }], [{ pattern: 5 }, { pattern: 5 }],
+      [{ pattern: 'a'.repeat(10_001) }, { pattern: 'a'.repeat(10_001) }], [{ pattern: ['a'] }, { pattern: ['a'] }]];
     const expected = reference(cases.map(([, options]) => ({ kind: 'sampling_error', options })));
     const jsName = (text) => text.replace(/top_k|top_p|min_p|repetition_penalty/, (name) =>
       name.replace(/_(.)/g, (_, c) => c.toUpperCase()));
@@ -230,7 +231,8 @@ describe('pattern', () => {
   test('the texts a pattern fully matches are the Python runtime\'s (interegular\'s)', () => {
     const patterns = ['a', 'ab|ba', 'a*b+', '(ab)?Z', '[ab]{2}', '[a-b5]{1,2}_', '[^a]', '[^\\w]+', '.', '.*',
       '\\d\\w', '\\s\\S', '\\D\\W', '(a|b)*?Z+?', '(?:a|)b{,2}', '(?P<x>a|b)+', 'a{2,}', '[a\\-.]', '\\.-',
-      '[-a]', '[a-]', '[é]|\\n', '()', 'a|', '(a|(b|Z)*)+5', '[\\s\\d]', '[Z-a]'];
+      '[-a]', '[a-]', '[é]|\\n', '()', 'a|', '(a|(b|Z)*)+5', '[\\s\\d]', '[Z-a]', '[a^.]', '[^.]', '\\-a', 'a{0}b',
+      'a b', '|a', '(?:)Z', '[\\]a]', 'a{1,1}?'];
     const list = texts(3);
     const expected = reference(patterns.map((pattern) => ({ kind: 'pattern', pattern, chars: CHARS, texts: list })));
     for (const [i, pattern] of patterns.entries()) {
