@@ -247,7 +247,8 @@ export async function readModelFile(bytes, source, { verify = true } = {}) {
   const info = {};
   for (const [key, value] of metadata) {
     const name = key.startsWith(PREFIX) ? key.slice(PREFIX.length) : key;
-    info[name] = TEXT_KEYS.has(name) ? value : infoValue(value);
+    const decodedValue = TEXT_KEYS.has(name) ? value : infoValue(value);  // a key named __proto__ stays a key
+    Object.defineProperty(info, name, { value: decodedValue, enumerable: true, writable: true, configurable: true });
   }
   info.vocabulary = vocab.chars.join('');
   return {

@@ -133,6 +133,9 @@ describe('model file', () => {
       const restamped = withMetadata(edited, { 'seqgen.file_crc32': fileChecksum(edited).toUpperCase() });
       assert.equal((await readModelFile(restamped, 'restamped')).info.created, 'yesterday');
       await readModelFile(edited, 'unverified', { verify: false });
+      const proto = await readModelFile(withMetadata(good, Object.fromEntries([['__proto__', '{"polluted": 1}']])), 'proto');  // not seqgen's
+      assert.equal(Object.getPrototypeOf(proto.info), Object.prototype);
+      assert.deepEqual(proto.info.__proto__, { polluted: 1 });
       await writeFile(join(folder, 'restamped.onnx'), restamped);
       const expected = reference([{ kind: 'checksum', path: join(folder, 'restamped.onnx') }]);
       assert.equal(expected[0], fileChecksum(restamped));
