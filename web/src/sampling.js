@@ -129,7 +129,7 @@ export class Sampler {
     if (session !== this.session) await this.start(session);
     const logits = await session.current();  // worked on in place: the session's next step replaces it
     const { lineItems } = session.model.file;
-    if (!lineItems) logits[BOUNDARY] = -Infinity;
+    session.maskBoundary(logits);  // stage 1: the end rule
     const { repetitionPenalty } = this.options;
     if (repetitionPenalty !== 1) penalize(logits, session.history.slice(-PENALTY_WINDOW), repetitionPenalty);
     if (this.automaton !== null) this.constrain(logits, session.history, lineItems);
