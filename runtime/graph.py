@@ -127,7 +127,9 @@ def _cell(node: Node) -> str:
     if cell is not None:
         return cell
     activation = node.attributes.get("activations", ["Tanh"])
-    return ACTIVATIONS.get(tuple(activation), f"RNN {activation}")  # type: ignore[arg-type]
+    readable = isinstance(activation, list) and all(isinstance(a, str) for a in activation)
+    known = ACTIVATIONS.get(tuple(activation)) if readable else None
+    return known or f"RNN {activation}"
 
 
 def check_against_graph(facts: GraphFacts, cell: str, layers: int, hidden: int, embedding: int, vocab_size: int,

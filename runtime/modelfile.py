@@ -219,10 +219,10 @@ def _read_mapped(path: Path, data: memoryview, verify: bool) -> ModelFile:
             if scan.graph is None:
                 raise SeqgenError(f"{path} has no graph; it is not a complete ONNX model, export it again")
             facts = graph_facts(scan.graph)
-        except WireError:
-            raise SeqgenError(f"{path} is not a readable ONNX file (truncated or not ONNX); export it again") from None
         except SeqgenError as exc:
             raise SeqgenError(exc.args[0] if str(path) in str(exc) else f"{path}: {exc}") from None
+        except (WireError, TypeError, ValueError, IndexError, KeyError, OverflowError):  # any field of a wrong kind
+            raise SeqgenError(f"{path} is not a readable ONNX file (truncated or not ONNX); export it again") from None
         with scan.graph:
             return _checked(path, scan, facts, verify)
 
