@@ -2,47 +2,24 @@
 
     python benchmarks/bench_runtime.py [--model PATH_OR_NAME] [--int8 PATH] [--repeats 7] [--chars 300] [--json OUT]
 
-Every measurement is taken `--repeats` times in rounds (A B C ... then ... C B A, so background load
-and drift hit all of them alike), after a warm-up, and reported as the median; a ratio is the ratio
-of two medians from the same run, judged on wall time (time.perf_counter); the same ratio in process
-CPU time (time.process_time; for processes, the child's user + system time) is printed beside it, as
-it is less disturbed by other load. All onnxruntime sessions use one intra-op thread, torch too.
-
-Measured (µs per generated character unless said otherwise):
-  floor      the bare bound step (seqgen.session._BoundStep at batch 1, a fixed token, in a loop), µs per call
-  greedy     Model.generate(prompt, chars, temperature=0) with a 2-character prompt; whole call / characters made
-  sampled    the same with temperature 0.8, top_k 40, top_p 0.95 and a seed
-  torch      torch eager CharRNN of the same architecture, one token at a time with carried state
-             (weights copied from the ONNX initializers when possible, otherwise random: same cost)
-  window64   the hand-rolled approach: every character re-runs the graph on the last 64 tokens from a zero state
-             (starting from an 80-character text, so every window is full)
-  int8       greedy generation with the int8 model (--int8, a shipped `<model>-int8`, or quantized here)
-  batch64    generate_batch with 64 different 2-character prompts: time / (64 x characters), relative to greedy
-             at batch 1
-  process    `seqgen-run predict "To be or not to b"` as a process: wall time relative to
-             `python -c "import numpy, onnxruntime"` (each sample the median of PROCESS_RUNS starts), and its
-             peak RSS (ru_maxrss, via a small launcher);
-             both with bytecode cached in a temporary PYTHONPYCACHEPREFIX, as in an ordinary installation
-  prompt     a 10,000-character prompt in one Session.feed call vs Session.step per character
-  memory floors (information, to judge what is possible): the time numpy takes (one BLAS thread, in a child
-             process) for matrix-vector products over float32 matrices of the model's weight shapes, i.e. to
-             read what a character must read: all of them for a step (`floor_memory`), the recurrent ones
-             alone for a character of a long prompt (`prompt_memory`: input projections and logits batch over
-             the prompt as matrix products, the recurrence cannot). A reference, not a proven lower bound:
-             onnxruntime's kernels can beat numpy's where the weights stay in cache
-
-The numbers are only as quiet as the machine: read the spread column before trusting a FAIL.
+METRICS says what each measurement is and its target. Each is sampled `--repeats` times in rounds (A B C ...
+then ... C B A, so load and drift hit all alike) after a warm-up; a ratio is of two medians of the same run,
+judged on wall time, with the same ratio in CPU time (a child's user + system time) beside it. One thread
+everywhere. The memory floors (numpy's matrix-vector products over the model's weight shapes, one BLAS
+thread) are a reference, not a proven lower bound. Read the spread column before trusting a FAIL.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,14 +35,12 @@ import onnxruntime as ort
 
 import seqgen
 from seqgen import modelfile
-from seqgen.session import _BoundStep
+from seqgen.cells import CELLS
 
 Sample = Callable[[], tuple[float, float]]
 """Takes one sample of a measurement: (wall, cpu) seconds per unit."""
 
-WINDOW = 64
-BATCH = 64
-PROMPT_CHARS = 10_000
+WINDOW, BATCH, PROMPT_CHARS = 64, 64, 10_000
 SHORT_PROMPT = 2
 """Length of the prompts of the generation measurements (random characters of the vocabulary)."""
 STEPWISE_CHARS = 1_000
@@ -79,9 +54,56 @@ PROMPT_SOURCE = (
     "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n"
     "And by opposing end them. To die, to sleep;\nNo more; and by a sleep to say we end\n"
 )
-METRICS = ("floor", "floor_raw", "floor_memory", "greedy", "sampled", "torch_eager", "window64", "int8", "batch64",
-           "process_wall", "process_rss", "prompt", "prompt_memory")
-"""Keys of the JSON's `metrics`, always all present (a skipped one has status 'skipped' and a reason)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the report: what it measures, its unit, and the ratio of two timings judged against a target."""
+
+    label: str
+    what: str
+    unit: str
+    ratio: tuple[str, str] | None = None
+    ratio_of: str = ""
+    target: float | None = None
+    op: str = ""
+
+
+METRICS = {
+    "floor": Metric("1. floor: Session.step, batch 1", "Session.step with a fixed token in a loop; reference for "
+                    "greedy", "µs/call"),
+    "floor_raw": Metric("   floor, run_with_iobinding only", "the graph on buffers bound once, no token write or "
+                        "state copies (information)", "µs/call", ("floor_raw", "floor"), "of floor"),
+    "floor_memory": Metric("   memory floor of a step (numpy)", "numpy GEMV over float32 matrices of every weight "
+                           "shape of a step, one BLAS thread (information)", "µs/call", ("floor", "floor_memory"),
+                           "floor / this"),
+    "greedy": Metric("2. greedy generate", f"Model.generate with temperature 0 from a {SHORT_PROMPT}-character "
+                     "prompt; whole call / characters made", "µs/char", ("greedy", "floor"), "of floor", 1.15, "<="),
+    "sampled": Metric("3. sampled generate", ", ".join(f"{k}={v}" for k, v in SAMPLING.items()), "µs/char",
+                      ("sampled", "greedy"), "of greedy", 1.25, "<="),
+    "torch_eager": Metric("4. torch eager step (same architecture)", "seqgen.train.CharRNN one token at a time with "
+                          "carried state", "µs/char", ("torch_eager", "greedy"), "slower than greedy", 6, ">="),
+    "window64": Metric("5. re-run 64-char window", f"plain run() on the last {WINDOW} tokens from a zero state, per "
+                       "character (from an 80-character text, so every window is full)", "µs/char",
+                       ("window64", "greedy"), "slower than greedy", 25, ">="),
+    "int8": Metric("6. int8 greedy", "greedy generation with the int8 model", "µs/char", ("int8", "greedy"),
+                   "of float greedy", 0.65, "<="),
+    "batch64": Metric(f"7. generate_batch x{BATCH}, per sequence", f"{BATCH} random {SHORT_PROMPT}-character "
+                      "prompts, greedy: time / (prompts x characters)", "µs/char/seq", ("batch64", "greedy"),
+                      "of batch 1", 0.3, "<="),
+    "process_wall": Metric("8. seqgen-run predict, wall", f"a process predicting {PREDICT_TEXT!r}, each sample the "
+                           f"median of {PROCESS_RUNS} starts, bytecode cached", "ms",
+                           ("process_wall", "process_baseline"), "of the import", 1.3, "<="),
+    "process_rss": Metric("8. seqgen-run predict, peak RSS", "ru_maxrss of the same processes, via a small launcher",
+                          "MiB", target=90, op="<="),
+    "prompt": Metric(f"9. {PROMPT_CHARS:,}-char prompt, one call", f"{PROMPT_CHARS:,} characters in one Session.feed "
+                     "vs Session.step per character", "µs/char", ("prompt_stepwise", "prompt"),
+                     "faster than stepping", 20, ">="),
+    "prompt_memory": Metric("   memory floor of a prompt char", "numpy GEMV over the recurrent matrices alone, one "
+                            "BLAS thread (the rest batches over the prompt)", "µs/char", ("prompt", "prompt_memory"),
+                            "prompt / this"),
+}
+"""Every metric of the report and of the JSON's `metrics` (a skipped one has status 'skipped' and a reason)."""
 
 
 # -- timing ------------------------------------------------------------------------------------------
@@ -101,15 +123,6 @@ class Timed:
     def median(self) -> float:
         return statistics.median(self.wall)
 
-    @property
-    def cpu_median(self) -> float:
-        return statistics.median(self.cpu)
-
-    @property
-    def spread(self) -> float:
-        """(max - min) / median of the wall-time samples: how noisy this measurement was."""
-        return (max(self.wall) - min(self.wall)) / self.median if self.median else 0.0
-
 
 def per_unit(function: Callable[[], int]) -> tuple[float, float]:
     """Wall and CPU seconds per unit of one call of `function`, which returns how many units it did."""
@@ -118,13 +131,22 @@ def per_unit(function: Callable[[], int]) -> tuple[float, float]:
     return (time.perf_counter() - wall) / units, (time.process_time() - cpu) / units
 
 
+def repeated(make: Callable[[], Callable[[], object]], calls: int) -> Sample:
+    """A sample: `calls` calls of the action `make()` returns (made before the clock starts), per call."""
+
+    def sample() -> tuple[float, float]:
+        action = make()
+        return per_unit(lambda: [action() for _ in range(calls)] and calls)
+
+    return sample
+
+
 def run_rounds(timings: list[Timed], repeats: int, log: Callable[[str], None]) -> None:
     """Warm each measurement up once, then take `repeats` samples of each, interleaved."""
     for timed in timings:
         timed.run()
     for round_index in range(repeats):
-        order = timings if round_index % 2 == 0 else timings[::-1]
-        for timed in order:
+        for timed in timings if round_index % 2 == 0 else timings[::-1]:
             wall, cpu = timed.run()
             timed.wall.append(wall)
             timed.cpu.append(cpu)
@@ -134,141 +156,101 @@ def run_rounds(timings: list[Timed], repeats: int, log: Callable[[str], None]) -
 # -- the compared implementations ------------------------------------------------------------------
 
 
-def bound_step_loop(model: seqgen.Model, token: int, calls: int, raw: bool = False) -> Sample:
-    """The floor: _BoundStep called in a loop with a fixed token (raw: only run_with_iobinding, no state copy)."""
-    session = model.session()
-    session.logits()
-    step = _BoundStep(session)
+def stepping(model: seqgen.Model, token: int) -> Callable[[], Callable[[], object]]:
+    """The floor: a fresh session's Session.step with a fixed token (its first step binds the graph)."""
     ids = np.array([token], np.int64)
-    run, binding = step.ort.run_with_iobinding, step.binding
 
-    def once() -> int:
-        if raw:
-            for _ in range(calls):
-                run(binding)
-        else:
-            for _ in range(calls):
-                step(ids)
-        return calls
+    def make() -> Callable[[], object]:
+        session = model.session()
+        session.step(ids)
+        return lambda: session.step(ids)
 
-    return lambda: per_unit(once)
+    return make
 
 
-def window_loop(model: seqgen.Model, prompt_ids: np.ndarray, chars: int) -> Sample:
-    """Hand-rolled generation: each character runs the graph on the last WINDOW tokens from a zero state."""
+def raw_step(model: seqgen.Model, token: int) -> Callable[[], object]:
+    """onnxruntime's own cost of a step: run_with_iobinding on buffers bound once, the state not carried."""
     shape = (model.file.layers, 1, model.file.hidden_size)
-    zeros = {name: np.zeros(shape, np.float32) for name in model.state_names}
+    inputs = [np.full((1, 1), token, np.int64), *(np.zeros(shape, np.float32) for _ in model.state_names)]
+    outputs = [np.empty((1, 1, model.vocab.size), np.float32), *(np.empty(shape, np.float32) for _ in inputs[1:])]
+    binding = model.ort.io_binding()
+    for bind, names, arrays in ((binding.bind_input, ["tokens", *model.state_names], inputs),
+                                (binding.bind_output, model.output_names, outputs)):
+        for name, array in zip(names, arrays):
+            bind(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+    return lambda bound=(inputs, outputs): model.ort.run_with_iobinding(binding)  # the buffers live with it
+
+
+def windowed(model: seqgen.Model, prompt_ids: np.ndarray) -> Callable[[], Callable[[], object]]:
+    """Hand-rolled generation: each character runs the graph on the last WINDOW tokens from a zero state."""
+    zeros = {name: np.zeros((model.file.layers, 1, model.file.hidden_size), np.float32) for name in model.state_names}
     skip = 0 if model.file.line_items else 1  # running-text models never pick the boundary token
 
-    def once() -> int:
+    def make() -> Callable[[], object]:
         history = prompt_ids.tolist()
-        for _ in range(chars):
-            window = np.array([history[-WINDOW:]], np.int64)
-            logits = model.ort.run(["logits"], {"tokens": window, **zeros})[0]
-            history.append(int(logits[0, -1, skip:].argmax()) + skip)
-        return chars
 
-    return lambda: per_unit(once)
+        def character() -> None:
+            logits = model.ort.run(["logits"], {"tokens": np.array([history[-WINDOW:]], np.int64), **zeros})[0]
+            history.append(int(logits[0, -1, skip:].argmax()) + skip)
+
+        return character
+
+    return make
 
 
 def torch_net(model: seqgen.Model, probe: np.ndarray) -> tuple[object, str]:
-    """A torch CharRNN of the model's architecture, eval mode, and how its weights were obtained."""
-    import torch
-
-    file = model.file
-    try:
-        from seqgen.train.export import _GATE_ORDER
-        from seqgen.train.models import CharRNN
-    except ImportError:  # seqgen.train needs onnx too; the same modules, built here, time the same
-        _GATE_ORDER, CharRNN = None, _plain_char_rnn()
-    net = CharRNN(file.vocab.size, file.cell, file.embedding_size, file.hidden_size, file.layers).eval()
-    if _GATE_ORDER is None:
-        return net, "random weights of the same shapes (seqgen.train/onnx not importable)"
-    try:
-        _copy_onnx_weights(net, file.path.read_bytes(), _GATE_ORDER[file.cell])
-    except Exception as exc:  # not a float seqgen graph (int8?) or unexpected names: time random weights
-        return net, f"random weights of the same shapes (could not copy: {type(exc).__name__}: {exc})"
-    with torch.no_grad():
-        expected = net(torch.from_numpy(probe[None]), net.zero_state(1))[0].numpy()
-    feeds = {"tokens": probe[None], **{n: np.zeros((file.layers, 1, file.hidden_size), np.float32)
-                                       for n in model.state_names}}
-    got = model.ort.run(["logits"], feeds)[0]
-    return net, f"weights copied from the ONNX file (logits agree to {float(np.abs(got - expected).max()):.1e})"
-
-
-def _copy_onnx_weights(net: object, data: bytes, order: tuple[int, ...]) -> None:
-    """Load the exported initializers into `net`, undoing the exporter's gate reordering."""
+    """seqgen.train's CharRNN with the model's weights (random ones of the same shapes where they cannot be
+    copied: same cost), in eval mode, and a note saying which."""
     import onnx
     import torch
     from onnx import numpy_helper
 
-    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(data).graph.initializer}
-    gates = len(order)
+    from seqgen.train import CharRNN
 
-    def torch_gates(onnx_weight: np.ndarray) -> np.ndarray:  # ONNX blocks j hold torch block order[j]
-        blocks = onnx_weight.reshape(gates, -1, *onnx_weight.shape[1:])
-        restored = np.empty_like(blocks)
-        for j, i in enumerate(order):
-            restored[i] = blocks[j]
-        return restored.reshape(onnx_weight.shape)
-
-    weights = {"embedding.weight": inits["embedding"], "head.weight": inits["head_weight"].T,
-               "head.bias": inits["head_bias"]}
-    for layer in range(net.layers):
-        bias_ih, bias_hh = np.split(inits[f"B{layer}"][0], 2)
-        weights |= {f"rnn.weight_ih_l{layer}": torch_gates(inits[f"W{layer}"][0]),
-                    f"rnn.weight_hh_l{layer}": torch_gates(inits[f"R{layer}"][0]),
-                    f"rnn.bias_ih_l{layer}": torch_gates(bias_ih), f"rnn.bias_hh_l{layer}": torch_gates(bias_hh)}
-    state = {name: torch.from_numpy(np.array(value, np.float32)) for name, value in weights.items()}
-    net.load_state_dict(state, strict=True)
-
-
-def _plain_char_rnn() -> type:
-    """CharRNN's modules and forward, for when seqgen.train cannot be imported (no onnx)."""
-    import torch
-    from torch import nn
-
-    class PlainCharRNN(nn.Module):
-        def __init__(self, vocab_size: int, cell: str, embedding_size: int, hidden_size: int, layers: int) -> None:
-            super().__init__()
-            self.cell, self.layers, self.hidden_size = cell, layers, hidden_size
-            self.embedding = nn.Embedding(vocab_size, embedding_size)
-            recurrent = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell, nn.RNN)
-            extra = {"nonlinearity": cell.removeprefix("rnn_")} if recurrent is nn.RNN else {}
-            self.rnn = recurrent(embedding_size, hidden_size, num_layers=layers, batch_first=True, **extra)
-            self.head = nn.Linear(hidden_size, vocab_size)
-
-        def forward(self, tokens: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
-            outputs, state = self.rnn(self.embedding(tokens), state)
-            return self.head(outputs), state
-
-        def zero_state(self, batch_size: int) -> object:
-            zeros = torch.zeros(self.layers, batch_size, self.hidden_size)
-            return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
-
-    return PlainCharRNN
+    torch.set_num_threads(1)
+    file = model.file
+    net = CharRNN(file.vocab.size, file.cell, file.embedding_size, file.hidden_size, file.layers).eval()
+    order = CELLS[file.cell].gate_order
+    try:
+        inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(file.path).graph.initializer}
+        weights = {"embedding.weight": inits["embedding"], "head.weight": inits["head_weight"].T,
+                   "head.bias": inits["head_bias"]}
+        for layer in range(file.layers):  # ONNX's gate block j is torch's block order[j]
+            for kind, value in (("weight_ih", inits[f"W{layer}"][0]), ("weight_hh", inits[f"R{layer}"][0]),
+                                *zip(("bias_ih", "bias_hh"), np.split(inits[f"B{layer}"][0], 2))):
+                blocks = value.reshape(len(order), -1, *value.shape[1:])
+                weights[f"rnn.{kind}_l{layer}"] = blocks[np.argsort(order)].reshape(value.shape)
+        net.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in weights.items()}, strict=True)
+    except Exception as exc:  # not a float seqgen graph (int8?) or unexpected names: time random weights
+        return net, f"random weights of the same shapes (could not copy: {type(exc).__name__}: {exc})"
+    with torch.no_grad():
+        expected = net(torch.from_numpy(probe[None]), net.zero_state(1))[0].numpy()
+    zeros = {n: np.zeros((file.layers, 1, file.hidden_size), np.float32) for n in model.state_names}
+    got = model.ort.run(["logits"], {"tokens": probe[None], **zeros})[0]
+    return net, f"weights copied from the ONNX file (logits agree to {float(np.abs(got - expected).max()):.1e})"
 
 
-def torch_loop(net: object, token: int, chars: int, skip: int) -> Sample:
+def torch_stepping(net: object, token: int, skip: int) -> Callable[[], Callable[[], object]]:
     """Greedy generation in torch eager, one token at a time with the state carried."""
     import torch
 
-    def once() -> int:
-        with torch.no_grad():
-            state = net.zero_state(1)
-            tokens = torch.tensor([[token]])
-            for _ in range(chars):
-                logits, state = net(tokens, state)
-                tokens = logits[:, -1, skip:].argmax(-1, keepdim=True) + skip
-        return chars
+    def make() -> Callable[[], object]:
+        carried = [torch.tensor([[token]]), net.zero_state(1)]
 
-    return lambda: per_unit(once)
+        def character() -> None:
+            with torch.no_grad():
+                logits, carried[1] = net(*carried)
+                carried[0] = logits[:, -1, skip:].argmax(-1, keepdim=True) + skip
+
+        return character
+
+    return make
 
 
 def prompt_loops(model: seqgen.Model, text: str) -> tuple[Sample, Sample, list[int]]:
     """Per-character time of feeding `text` in one call, and of stepping through it one token per call."""
     calls: list[int] = []
-    stepped = [ids for ids in model.vocab.encode(text[:STEPWISE_CHARS])[:, None]]
+    stepped = list(model.vocab.encode(text[:STEPWISE_CHARS])[:, None])
 
     def once() -> int:
         session = model.session()
@@ -276,19 +258,17 @@ def prompt_loops(model: seqgen.Model, text: str) -> tuple[Sample, Sample, list[i
         calls.append(session.steps)
         return len(text)
 
-    def stepwise() -> int:
-        session = model.session()
+    def fresh() -> Callable[[], object]:
+        session, ids = model.session(), iter(stepped)
         session.logits()  # the boundary token, as the one-call feed also does
-        for ids in stepped:
-            session.step(ids)
-        return len(stepped)
+        return lambda: session.step(next(ids))
 
-    return lambda: per_unit(once), lambda: per_unit(stepwise), calls
+    return lambda: per_unit(once), repeated(fresh, STEPWISE_CHARS), calls
 
 
 def weight_shapes(file: modelfile.ModelFile) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """The (rows, columns) of the matrices one step multiplies by a vector: all of them, and the recurrent ones."""
-    rows = {"lstm": 4, "gru": 3}.get(file.cell, 1) * file.hidden_size
+    rows = CELLS[file.cell].gates * file.hidden_size
     recurrent = [(rows, file.hidden_size)] * file.layers
     inputs = [(rows, file.embedding_size)] + [(rows, file.hidden_size)] * (file.layers - 1)
     return inputs + recurrent + [(file.vocab.size, file.hidden_size)], recurrent
@@ -317,14 +297,9 @@ values do not change the cost). In a child process, so that numpy's BLAS can be 
 def gemv_loop(shapes: list[tuple[int, int]], calls: int) -> Sample:
     """A memory floor: seconds per round of numpy matrix-vector products over matrices of `shapes`."""
     one_thread = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-
-    def once() -> tuple[float, float]:
-        done = subprocess.run([sys.executable, "-c", GEMV_SCRIPT, json.dumps(shapes), str(calls)], check=True,
-                              capture_output=True, text=True, env=os.environ | one_thread)
-        wall, cpu = json.loads(done.stdout)
-        return wall, cpu
-
-    return once
+    command = [sys.executable, "-c", GEMV_SCRIPT, json.dumps(shapes), str(calls)]
+    return lambda: tuple(json.loads(subprocess.run(command, check=True, capture_output=True, text=True,
+                                                   env=os.environ | one_thread).stdout))
 
 
 # -- whole processes ----------------------------------------------------------------------------------
@@ -332,10 +307,8 @@ def gemv_loop(shapes: list[tuple[int, int]], calls: int) -> Sample:
 
 def seqgen_run_command() -> list[str]:
     """The installed seqgen-run next to this interpreter, else the same entry point through it."""
-    script = Path(sys.executable).with_name("seqgen-run")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from seqgen.cli import run; sys.argv[0] = 'seqgen-run'; run()"]
+    script = shutil.which("seqgen-run", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-c", "import sys; from seqgen.cli import run; run()"]
 
 
 LAUNCHER = """
@@ -357,14 +330,7 @@ the process it was forked from (Linux records the pre-exec high-water mark), so 
 started from this small launcher, not from the benchmark process with its models and torch loaded."""
 
 
-def child_environment(pycache: str) -> dict[str, str]:
-    """The environment of the timed processes: bytecode cached (in `pycache`) as in an ordinary installation,
-    even where PYTHONDONTWRITEBYTECODE is set (which would compile seqgen's modules at every start)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    return env | {"PYTHONPYCACHEPREFIX": pycache}
-
-
-def run_process(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float | None]:
+def run_process(command: list[str], env: dict[str, str]) -> tuple[float, float, float | None]:
     """Wall and CPU seconds and peak RSS (MiB) of one run of `command`; raises if it fails."""
     launched = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True, env=env)
     if launched.returncode != 0:
@@ -375,19 +341,15 @@ def run_process(command: list[str], env: dict[str, str] | None = None) -> tuple[
     return report["wall"], report["cpu"], report["rss"]
 
 
-def process_loops(baseline: list[str], predict: list[str],
-                  env: dict[str, str]) -> tuple[Timed, Timed, dict[str, list[float]]]:
-    rss: dict[str, list[float]] = {"baseline": [], "predict": []}
+def process_loop(command: list[str], env: dict[str, str], rss: list[float]) -> Sample:
+    """One sample: the median wall and CPU time of PROCESS_RUNS starts of `command`; their peak RSS go to `rss`."""
 
-    def sampler(name: str, command: list[str]) -> Sample:
-        def once() -> tuple[float, float]:
-            runs = [run_process(command, env) for _ in range(PROCESS_RUNS)]
-            rss[name].extend(peak for _, _, peak in runs if peak is not None)
-            return statistics.median(wall for wall, _, _ in runs), statistics.median(cpu for _, cpu, _ in runs)
-        return once
+    def once() -> tuple[float, float]:
+        runs = [run_process(command, env) for _ in range(PROCESS_RUNS)]
+        rss.extend(peak for _, _, peak in runs if peak is not None)
+        return statistics.median(wall for wall, _, _ in runs), statistics.median(cpu for _, cpu, _ in runs)
 
-    return (Timed("process_baseline", sampler("baseline", baseline), 1),
-            Timed("process_wall", sampler("predict", predict), 1), rss)
+    return once
 
 
 # -- setup ---------------------------------------------------------------------------------------------
@@ -398,8 +360,7 @@ def in_vocabulary(model: seqgen.Model, text: str, length: int) -> str:
     known = set(model.vocab.chars)
     kept = "".join(c for c in text if c in known)
     if len(kept) < min(length, 64):
-        rng = np.random.default_rng(0)
-        kept += "".join(rng.choice(list(model.vocab.chars), length))
+        kept += "".join(np.random.default_rng(0).choice(list(model.vocab.chars), length))
     return (kept * (length // len(kept) + 1))[:length]
 
 
@@ -424,35 +385,22 @@ def int8_source(args: argparse.Namespace, model: seqgen.Model, stack: ExitStack,
 
 
 def machine() -> dict[str, object]:
+    """The machine's facts for the report: platform, CPU model, cores usable, load at the start."""
     cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    facts: dict[str, object] = {"platform": platform.platform(), "python": platform.python_version(),
-                                "cpu_count": os.cpu_count(), "cpu": cpu}
-    if hasattr(os, "sched_getaffinity"):
-        facts["usable_cpus"] = len(os.sched_getaffinity(0))
-    if hasattr(os, "getloadavg"):
-        facts["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    return facts
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "cpu": cpu, "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
 
 
 def versions() -> dict[str, str]:
-    found = {"seqgen": seqgen.__version__, "onnxruntime": ort.__version__, "numpy": np.__version__}
-    for name in ("torch", "onnx"):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    installed = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
+    return {"seqgen": seqgen.__version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
+            **{name: installed.get(name, "not installed") for name in ("torch", "onnx")}}
 
 
 # -- results -------------------------------------------------------------------------------------------
-
-
-SCALE = {"µs": 1e6, "ms": 1e3}
 
 
 def judged(measured: float, target: float | None, op: str) -> str:
@@ -461,27 +409,53 @@ def judged(measured: float, target: float | None, op: str) -> str:
     return "PASS" if (measured <= target if op == "<=" else measured >= target) else "FAIL"
 
 
-def timed_row(timed: Timed, unit: str, *, versus: tuple[Timed, Timed] | None = None, ratio_of: str = "",
-              target: float | None = None, op: str = "", note: str = "") -> dict[str, object]:
-    """A result row for a timing: its medians (wall and CPU) and, with `versus` = (a, b), the ratio a / b
-    of their medians judged against the target (on wall time; the CPU-time ratio is shown beside it)."""
-    scale = SCALE[unit.split("/")[0]]
-    ratio = cpu_ratio = None
-    if versus is not None:
-        ratio, cpu_ratio = versus[0].median / versus[1].median, versus[0].cpu_median / versus[1].cpu_median
-    return {"value": timed.median * scale, "cpu_value": timed.cpu_median * scale, "unit": unit, "ratio": ratio,
-            "cpu_ratio": cpu_ratio, "ratio_of": ratio_of, "target": target, "target_op": op, "target_unit": "x",
-            "status": judged(ratio, target, op) if ratio is not None else "info", "note": note,
-            "samples": [x * scale for x in timed.wall], "cpu_samples": [x * scale for x in timed.cpu],
-            "units_per_sample": timed.units, "spread": timed.spread}
+def results_of(timings: dict[str, Timed], notes: dict[str, str], skips: dict[str, str],
+               rss: dict[str, list[float]], calls: list[int]) -> dict[str, dict[str, object]]:
+    """Every metric's row: its timing's medians (wall and CPU) and the ratio of its two timings judged against
+    its target (on wall time; the CPU-time ratio beside it), or skipped with the reason in `skips`."""
+    t, cpu = timings, {key: statistics.median(timed.cpu) for key, timed in timings.items()}
+    if "torch_eager" in t:
+        needed = t["torch_eager"].median / 6
+        notes["torch_eager"] += (f"; 6x needs greedy at {needed * 1e6:.1f} µs/char, "
+                                 f"{needed / t['floor_memory'].median:.2f}x the memory floor")
+    if "process_baseline" in t:
+        notes["process_wall"] += f" (import: {t['process_baseline'].median * 1e3:.1f} ms)"
+    if rss["predict"]:
+        notes["process_rss"] = f"largest of {len(rss['predict'])} runs; the import's: {max(rss['baseline']):.1f} MiB"
+    elif "process_rss" not in skips:
+        skips["process_rss"] = "no resource module on this platform"
+    stepwise = t["prompt_stepwise"].median
+    notes["prompt"] = f"session.steps == {sorted(set(calls))}; stepping: {stepwise * 1e6:.1f} µs/char"
+    notes["prompt_memory"] = (f"20x needs {stepwise / 20 * 1e6:.1f} µs/char, "
+                              f"{stepwise / 20 / t['prompt_memory'].median:.2f}x this")
+    results = {}
+    for key, metric in METRICS.items():
+        row: dict[str, object] = {"value": None, "unit": metric.unit, "ratio": None, "cpu_ratio": None,
+                                  "ratio_of": metric.ratio_of, "target": metric.target, "target_op": metric.op,
+                                  "target_unit": "x" if metric.ratio else f" {metric.unit}",
+                                  "status": "skipped" if key in skips else "info",
+                                  "note": skips.get(key) or "; ".join(filter(None, (metric.what, notes.get(key))))}
+        if key in t:
+            scale = {"µs": 1e6, "ms": 1e3}[metric.unit.split("/")[0]]
+            timed = t[key]
+            row |= {"value": timed.median * scale, "cpu_value": cpu[key] * scale, "units_per_sample": timed.units,
+                    "spread": (max(timed.wall) - min(timed.wall)) / timed.median if timed.median else 0.0}
+        if metric.ratio and all(name in t for name in metric.ratio):
+            a, b = metric.ratio
+            row |= {"ratio": t[a].median / t[b].median, "cpu_ratio": cpu[a] / cpu[b],
+                    "status": judged(t[a].median / t[b].median, metric.target, metric.op)}
+        results[key] = row
+    if rss["predict"]:
+        peak = max(rss["predict"])
+        results["process_rss"] |= {"value": peak, "status": judged(peak, METRICS["process_rss"].target, "<="),
+                                   "samples": rss["predict"], "baseline_samples": rss["baseline"]}
+    results["prompt"]["calls"] = sorted(set(calls))
+    if set(calls) != {1}:
+        results["prompt"] |= {"status": "FAIL", "note": results["prompt"]["note"] + "; NOT consumed in one call"}
+    return results
 
 
-def skipped(reason: str, target: float, op: str, target_unit: str = "x") -> dict[str, object]:
-    return {"value": None, "unit": "", "ratio": None, "cpu_ratio": None, "ratio_of": "", "target": target,
-            "target_op": op, "target_unit": target_unit, "status": "skipped", "note": reason}
-
-
-def print_table(metrics: dict[str, dict[str, object]], labels: dict[str, str]) -> None:
+def print_table(results: dict[str, dict[str, object]]) -> None:
     line = "{:<40} {:>16} {:>6} {:>26} {:>7} {:>10}  {}".format
     print(line("measurement", "median", "spread", "ratio", "cpu", "target", "result"))
     print("-" * 118)
@@ -489,87 +463,19 @@ def print_table(metrics: dict[str, dict[str, object]], labels: dict[str, str]) -
     def times(x: float | None) -> str:
         return "" if x is None else f"{x:.3f}x" if x < 10 else f"{x:.1f}x"
 
-    for key in METRICS:
-        row = metrics[key]
+    for key, metric in METRICS.items():
+        row = results[key]
         value = "-" if row["value"] is None else f"{row['value']:.1f} {row['unit']}"
         spread = f"{100 * row['spread']:.0f}%" if "spread" in row else ""
         ratio = f"{times(row['ratio'])} {row['ratio_of']}" if row["ratio"] is not None else ""
         target = "" if row["target"] is None else f"{row['target_op']} {row['target']:g}{row['target_unit']}"
         result = row["status"] if row["status"] != "skipped" else f"skipped ({row['note']})"
-        print(line(labels[key], value, spread, ratio, times(row["cpu_ratio"]), target, result))
+        print(line(metric.label, value, spread, ratio, times(row["cpu_ratio"]), target, result))
     print("\nratio: of wall-time medians, judged against the target; cpu: the same ratio in process CPU time, "
           "less disturbed by other load")
-    for key in METRICS:
-        if metrics[key]["note"] and metrics[key]["status"] != "skipped":
-            print(f"{labels[key].split(':')[0].strip()}: {metrics[key]['note']}")
-
-
-def results_of(t: dict[str, Timed], notes: dict[str, str], rss: dict[str, list[float]],
-               calls: list[int]) -> dict[str, dict[str, object]]:
-    """The result row of every metric measured (skipped ones are added by the caller)."""
-    greedy = t["greedy"]
-    results = {
-        "floor": timed_row(t["floor"], "µs/call", note="_BoundStep at batch 1, a fixed token; reference for greedy"),
-        "floor_raw": timed_row(t["floor_raw"], "µs/call", versus=(t["floor_raw"], t["floor"]), ratio_of="of floor",
-                               note="run_with_iobinding alone, no token write or state copies (information)"),
-        "floor_memory": timed_row(t["floor_memory"], "µs/call", versus=(t["floor"], t["floor_memory"]),
-                                  ratio_of="floor / this",
-                                  note="numpy GEMV over float32 matrices of every weight shape of a step, one "
-                                       "BLAS thread: a reference floor for a step (information)"),
-        "greedy": timed_row(greedy, "µs/char", versus=(greedy, t["floor"]), ratio_of="of floor", target=1.15,
-                            op="<="),
-        "sampled": timed_row(t["sampled"], "µs/char", versus=(t["sampled"], greedy), ratio_of="of greedy",
-                             target=1.25, op="<=", note=", ".join(f"{k}={v}" for k, v in SAMPLING.items())),
-        "window64": timed_row(t["window64"], "µs/char", versus=(t["window64"], greedy),
-                              ratio_of="slower than greedy", target=25, op=">=",
-                              note=f"plain run() on the last {WINDOW} tokens from a zero state, per character"),
-        "batch64": timed_row(t["batch64"], "µs/char/seq", versus=(t["batch64"], greedy), ratio_of="of batch 1",
-                             target=0.3, op="<=", note=notes["batch64"]),
-    }
-    if "torch_eager" in t:
-        needed = t["torch_eager"].median / 6
-        results["torch_eager"] = timed_row(t["torch_eager"], "µs/char", versus=(t["torch_eager"], greedy),
-                                           ratio_of="slower than greedy", target=6, op=">=",
-                                           note=f"{notes['torch']}; 6x needs greedy at {needed * 1e6:.1f} µs/char, "
-                                                f"{needed / t['floor_memory'].median:.2f}x the memory floor")
-    if "int8" in t:
-        results["int8"] = timed_row(t["int8"], "µs/char", versus=(t["int8"], greedy), ratio_of="of float greedy",
-                                    target=0.65, op="<=", note=notes["int8"])
-    if "process_wall" in t:
-        base = t["process_baseline"]
-        results["process_wall"] = timed_row(t["process_wall"], "ms", versus=(t["process_wall"], base),
-                                            ratio_of="of the import", target=1.3, op="<=",
-                                            note=f"{notes['process']} (import: {base.median * 1e3:.1f} ms, "
-                                                 f"spread {100 * base.spread:.0f}%)")
-        results["process_wall"] |= {"baseline_samples": [x * 1e3 for x in base.wall],
-                                    "baseline_cpu_samples": [x * 1e3 for x in base.cpu]}
-        if rss["predict"]:
-            peak = max(rss["predict"])
-            results["process_rss"] = {**skipped("", 90, "<=", " MiB"), "value": peak, "unit": "MiB",
-                                      "status": judged(peak, 90, "<="), "samples": rss["predict"],
-                                      "baseline_samples": rss["baseline"],
-                                      "note": f"largest of {len(rss['predict'])} runs; "
-                                              f"the import alone: {max(rss['baseline']):.1f} MiB"}
-        else:
-            results["process_rss"] = skipped("no resource module on this platform", 90, "<=", " MiB")
-    once, stepwise = t["prompt_once"], t["prompt_stepwise"]
-    results["prompt"] = timed_row(once, "µs/char", versus=(stepwise, once), ratio_of="faster than stepping",
-                                  target=20, op=">=",
-                                  note=f"{PROMPT_CHARS:,} characters in one Session.feed (session.steps == "
-                                       f"{sorted(set(calls))}) vs Session.step per character "
-                                       f"({stepwise.median * 1e6:.1f} µs/char over {STEPWISE_CHARS:,})")
-    results["prompt"] |= {"calls": sorted(set(calls)), "stepwise_us_per_char": stepwise.median * 1e6,
-                          "stepwise_samples": [x * 1e6 for x in stepwise.wall],
-                          "stepwise_cpu_samples": [x * 1e6 for x in stepwise.cpu]}
-    memory = t["prompt_memory"]
-    needed = stepwise.median / 20
-    results["prompt_memory"] = timed_row(memory, "µs/char", versus=(once, memory), ratio_of="prompt / this",
-                                         note=f"numpy GEMV over the recurrent matrices alone, one BLAS thread; 20x "
-                                              f"needs {needed * 1e6:.1f} µs/char, {needed / memory.median:.2f}x this")
-    if set(calls) != {1}:
-        results["prompt"]["status"] = "FAIL"
-        results["prompt"]["note"] += "; NOT consumed in one call"
-    return results
+    for key, metric in METRICS.items():
+        if results[key]["status"] != "skipped":
+            print(f"{metric.label.split(':')[0].strip()}: {results[key]['note']}")
 
 
 # -- main ---------------------------------------------------------------------------------------------
@@ -589,6 +495,70 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def measurements(
+    model: seqgen.Model, args: argparse.Namespace, stack: ExitStack, log: Callable[[str], None],
+    notes: dict[str, str], skips: dict[str, str], rss: dict[str, list[float]],
+) -> tuple[list[Timed], list[int]]:
+    """Every timing of the run, set up; what cannot be measured here goes to `skips` with the reason."""
+    file, chars = model.file, args.chars
+    history = in_vocabulary(model, PROMPT_SOURCE, 80)  # the window method's starting text: full windows at once
+    prompt_ids = np.concatenate([[seqgen.BOUNDARY], model.vocab.encode(history)])
+    token = int(prompt_ids[1])
+    # Generation starts from short prompts: a prompt costs up to its length in steps once (and generate_batch
+    # feeds each distinct prompt separately), which would otherwise be charged to the generated characters.
+    rng = np.random.default_rng(0)
+    prompts = ["".join(rng.choice(list(file.vocab.chars), SHORT_PROMPT)) for _ in range(BATCH)]
+    slow_chars = max(10, chars // 5)  # the window method costs 10-50x a step: fewer characters, same per-char cost
+
+    def generating(target: seqgen.Model, **options: object) -> Sample:
+        return lambda: per_unit(lambda: len(target.generate(prompts[0], chars, **options)))
+
+    step_shapes, recurrent_shapes = weight_shapes(file)
+    once, stepwise, calls = prompt_loops(model, in_vocabulary(model, PROMPT_SOURCE, PROMPT_CHARS))
+    timings = [Timed("floor", repeated(stepping(model, token), chars), chars),
+               Timed("floor_raw", repeated(lambda: raw_step(model, token), chars), chars),
+               Timed("greedy", generating(model, temperature=0), chars),
+               Timed("sampled", generating(model, **SAMPLING), chars),
+               Timed("window64", repeated(windowed(model, prompt_ids), slow_chars), slow_chars),
+               Timed("floor_memory", gemv_loop(step_shapes, chars), chars),
+               Timed("prompt_memory", gemv_loop(recurrent_shapes, chars), chars),
+               Timed("batch64", lambda: per_unit(lambda: sum(map(len, model.generate_batch(prompts, chars,
+                                                                                           temperature=0)))),
+                     BATCH * chars),
+               Timed("prompt", once, PROMPT_CHARS), Timed("prompt_stepwise", stepwise, STEPWISE_CHARS)]
+    try:
+        net, notes["torch_eager"] = torch_net(model, prompt_ids[:17])
+    except ImportError as exc:
+        skips["torch_eager"] = f"{exc.name} not installed"
+    else:
+        timings.append(Timed("torch_eager", repeated(torch_stepping(net, token, 0 if file.line_items else 1), chars),
+                             chars))
+    int8_path, note = int8_source(args, model, stack, log)
+    if int8_path is None:
+        skips["int8"] = note
+    else:
+        notes["int8"] = note
+        timings.append(Timed("int8", generating(seqgen.load(int8_path, threads=1), temperature=0), chars))
+
+    predict_text = PREDICT_TEXT if set(PREDICT_TEXT) <= set(file.vocab.chars) else \
+        in_vocabulary(model, PREDICT_TEXT, len(PREDICT_TEXT))  # a model without those characters
+    predict = [*seqgen_run_command(), "predict", predict_text, *(["--model", str(model.path)] * bool(args.model))]
+    baseline = [sys.executable, "-c", "import numpy, onnxruntime"]
+    notes["process_wall"] = f"{shlex.join(predict)} vs {shlex.join(baseline)}"
+    # bytecode cached in a temporary folder, as in an ordinary installation, even where PYTHONDONTWRITEBYTECODE
+    # is set (which would compile seqgen's modules at every start)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = stack.enter_context(tempfile.TemporaryDirectory())
+    try:
+        run_process(predict, env)  # also fills the bytecode cache
+    except RuntimeError as exc:
+        skips["process_wall"], skips["process_rss"] = f"seqgen-run failed: {exc}", "seqgen-run failed"
+    else:
+        timings += [Timed("process_baseline", process_loop(baseline, env, rss["baseline"]), 1),
+                    Timed("process_wall", process_loop(predict, env, rss["predict"]), 1)]
+    return timings, calls
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
@@ -602,104 +572,36 @@ def main(argv: Sequence[str] | None = None) -> int:
               "pass --model PATH_OR_NAME to benchmark a model file.", file=sys.stderr)
         return 2
     command = shlex.join(["python", os.path.relpath(__file__), *argv])
-    header = {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "machine": machine(), "versions": versions()}
     model = seqgen.load(args.model, threads=1)
     file = model.file
-    header["model"] = {"path": str(model.path), "bytes": model.path.stat().st_size, "cell": file.cell,
-                       "layers": file.layers, "hidden_size": file.hidden_size,
-                       "embedding_size": file.embedding_size, "vocab_size": file.vocab.size,
-                       "quantization": model.info.get("quantization", "?")}
-    header["settings"] = {"repeats": args.repeats, "chars": args.chars, "threads": 1}
+    header = {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "machine": machine(), "versions": versions(),
+              "model": {"path": str(model.path), "bytes": model.path.stat().st_size, "cell": file.cell,
+                        "layers": file.layers, "hidden_size": file.hidden_size,
+                        "embedding_size": file.embedding_size, "vocab_size": file.vocab.size,
+                        "quantization": model.info.get("quantization", "?")},
+              "settings": {"repeats": args.repeats, "chars": args.chars, "threads": 1}}
     print(f"command: {command}\ndate:    {header['date']}")
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in header["machine"].items()))
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in header["versions"].items()))
-    print("model:   " + ", ".join(f"{k} {v}" for k, v in header["model"].items()))
+    for name in ("machine", "versions", "model"):
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in header[name].items()))
     print(f"settings: {args.repeats} repeats (median), {args.chars} characters per sample, 1 thread\n", flush=True)
 
-    chars = args.chars
-    skip = 0 if file.line_items else 1
-    history = in_vocabulary(model, PROMPT_SOURCE, 80)  # the window method's starting text: full windows at once
-    prompt_ids = np.concatenate([[seqgen.BOUNDARY], model.vocab.encode(history)])
-    token = int(prompt_ids[1])
-    # Generation starts from short prompts: a prompt costs up to its length in steps once (and generate_batch
-    # feeds each distinct prompt separately), which would otherwise be charged to the generated characters.
-    rng = np.random.default_rng(0)
-    prompts = ["".join(rng.choice(list(file.vocab.chars), SHORT_PROMPT)) for _ in range(BATCH)]
-    prompt = prompts[0]
-    long_prompt = in_vocabulary(model, PROMPT_SOURCE, PROMPT_CHARS)
-    slow_chars = max(10, chars // 5)  # the window method costs 10-50x a step: fewer characters, same per-char cost
-
-    def generating(target: seqgen.Model, **options: object) -> Sample:
-        return lambda: per_unit(lambda: len(target.generate(prompt, chars, **options)))
-
-    notes = {"batch64": f"{BATCH} random {SHORT_PROMPT}-character prompts, greedy, {chars} characters each"}
-    skips: dict[str, dict[str, object]] = {}
+    notes: dict[str, str] = {}
+    skips: dict[str, str] = {}
     rss: dict[str, list[float]] = {"predict": [], "baseline": []}
     with ExitStack() as stack:
-        timings = [Timed("floor", bound_step_loop(model, token, chars), chars),
-                   Timed("floor_raw", bound_step_loop(model, token, chars, raw=True), chars),
-                   Timed("greedy", generating(model, temperature=0), chars),
-                   Timed("sampled", generating(model, **SAMPLING), chars),
-                   Timed("window64", window_loop(model, prompt_ids, slow_chars), slow_chars)]
-        step_shapes, recurrent_shapes = weight_shapes(file)
-        timings += [Timed("floor_memory", gemv_loop(step_shapes, chars), chars),
-                    Timed("prompt_memory", gemv_loop(recurrent_shapes, chars), chars)]
-        try:
-            import torch
-        except ImportError:
-            skips["torch_eager"] = skipped("torch not installed", 6, ">=")
-        else:
-            torch.set_num_threads(1)
-            net, notes["torch"] = torch_net(model, prompt_ids[:17])
-            timings.append(Timed("torch_eager", torch_loop(net, token, chars, skip), chars))
-
-        int8_path, notes["int8"] = int8_source(args, model, stack, log)
-        if int8_path is None:
-            skips["int8"] = skipped(notes["int8"], 0.65, "<=")
-        else:
-            timings.append(Timed("int8", generating(seqgen.load(int8_path, threads=1), temperature=0), chars))
-
-        def batch_run() -> tuple[float, float]:
-            return per_unit(lambda: sum(map(len, model.generate_batch(prompts, chars, temperature=0))))
-
-        timings.append(Timed("batch64", batch_run, BATCH * chars))
-        once, stepwise, calls = prompt_loops(model, long_prompt)
-        timings += [Timed("prompt_once", once, PROMPT_CHARS), Timed("prompt_stepwise", stepwise, STEPWISE_CHARS)]
-
-        predict_text = PREDICT_TEXT if set(PREDICT_TEXT) <= set(file.vocab.chars) else \
-            in_vocabulary(model, PREDICT_TEXT, len(PREDICT_TEXT))  # a model without those characters
-        predict = [*seqgen_run_command(), "predict", predict_text, *(["--model", str(model.path)] * bool(args.model))]
-        baseline = [sys.executable, "-c", "import numpy, onnxruntime"]
-        notes["process"] = f"{shlex.join(predict)} vs {shlex.join(baseline)}, bytecode cached"
-        env = child_environment(stack.enter_context(tempfile.TemporaryDirectory()))
-        try:
-            run_process(predict, env)  # also fills the bytecode cache
-        except RuntimeError as exc:
-            skips["process_wall"] = skipped(f"seqgen-run failed: {exc}", 1.3, "<=")
-            skips["process_rss"] = skipped("seqgen-run failed", 90, "<=", " MiB")
-        else:
-            base_timed, predict_timed, rss = process_loops(baseline, predict, env)
-            timings += [base_timed, predict_timed]
-
+        timings, calls = measurements(model, args, stack, log, notes, skips, rss)
         log(f"measuring {len(timings)} things x {args.repeats} rounds ...")
         run_rounds(timings, args.repeats, log)
-
-    results = {**results_of({timed.key: timed for timed in timings}, notes, rss, calls), **skips}
-    labels = {"floor": "1. floor: bound step, batch 1", "floor_raw": "   floor, run_with_iobinding only",
-              "floor_memory": "   memory floor of a step (numpy)", "prompt_memory": "   memory floor of a prompt char",
-              "greedy": "2. greedy generate", "sampled": "3. sampled generate",
-              "torch_eager": "4. torch eager step (same architecture)", "window64": "5. re-run 64-char window",
-              "int8": "6. int8 greedy", "batch64": f"7. generate_batch x{BATCH}, per sequence",
-              "process_wall": "8. seqgen-run predict, wall", "process_rss": "8. seqgen-run predict, peak RSS",
-              "prompt": f"9. {PROMPT_CHARS:,}-char prompt, one call"}
+    results = results_of({timed.key: timed for timed in timings}, notes, skips, rss, calls)
     print()
-    print_table(results, labels)
+    print_table(results)
     failed = [k for k in METRICS if results[k]["status"] == "FAIL"]
     print(f"\n{len(failed)} target(s) failed{': ' + ', '.join(failed) if failed else ''}. "
           "Timings are medians of interleaved repeats; a high spread means a noisy machine.")
     if args.json:
-        out = {**header, "metrics": {k: results[k] for k in METRICS}}
+        samples = {t.key: {"units": t.units, "wall": t.wall, "cpu": t.cpu} for t in timings}  # seconds per unit
+        out = {**header, "metrics": results, "samples": samples}
         Path(args.json).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         log(f"wrote {args.json}")
     return 0

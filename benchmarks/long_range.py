@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 import seqgen
+from seqgen.cells import CELLS, NAMES
 from seqgen.train import CharRNN, fit_texts
 from seqgen.train.loop import TrainingDiverged
 
 KEYS, NOISE = "abcdefgh", "0123456789"
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 EMBEDDING = 8
 
 
@@ -54,10 +54,10 @@ def accuracy(model_path: Path, test: list[tuple[str, str]]) -> float:
 
 def label(row: dict[str, object]) -> str:
     """A row's column: the cell, and for an LSTM its starting forget-gate bias (rows without one used torch's)."""
-    if row["cell"] != "lstm":
+    if CELLS[row["cell"]].forget_gate is None:
         return str(row["cell"])
     bias = row.get("forget_bias")
-    return f"lstm (forget bias {'torch' if bias is None else f'{bias:g}'})"
+    return f"{row['cell']} (forget bias {'torch' if bias is None else f'{bias:g}'})"
 
 
 def run(distance: int, cell: str, seed: int, args: argparse.Namespace, folder: Path) -> dict[str, object]:
@@ -77,7 +77,8 @@ def run(distance: int, cell: str, seed: int, args: argparse.Namespace, folder: P
     except TrainingDiverged:
         score = float("nan")
     parameters = CharRNN(vocab_size, cell, EMBEDDING, hidden, 1).parameter_count
-    return {"distance": distance, "cell": cell, "forget_bias": args.forget_bias if cell == "lstm" else None,
+    forget_bias = None if CELLS[cell].forget_gate is None else args.forget_bias
+    return {"distance": distance, "cell": cell, "forget_bias": forget_bias,
             "seed": seed, "hidden": hidden, "parameters": parameters, "accuracy": score,
             "seconds": round(time.monotonic() - started, 1)}
 
@@ -116,7 +117,7 @@ def write_report(rows: list[dict[str, object]], columns: list[str], args: argpar
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--distances", type=int, nargs="+", default=[5, 10, 20, 40, 70, 100])
-    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+    parser.add_argument("--cells", nargs="+", default=list(NAMES), choices=NAMES)
     parser.add_argument("--budget", type=int, default=10_000, help="parameters per model")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=3e-3)

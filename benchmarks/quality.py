@@ -20,7 +20,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def held_out(model: seqgen.Model, data: Path, limit: int | None = None) -> str | None:
     """The model's held-out text, split as its training run split it; None if the corpus is absent."""
-    from seqgen.train.evaluate import model_held_out_text
+    from seqgen.train.heldout import model_held_out_text
 
     corpus = data / str(model.info.get("corpus", ""))
     if not corpus.is_file():

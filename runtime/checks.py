@@ -10,6 +10,10 @@ from .errors import SeqgenError
 
 SEED_MAX = 2**64 - 1
 """Seeds are integers in 0..SEED_MAX: what numpy's generators and torch.manual_seed both accept."""
+MAX_NEW_CHARS = 10_000_000
+"""Most characters one call generates per row: a session keeps every token (8 bytes) for the penalty and `text`."""
+MAX_BATCH_CHARS = 50_000_000
+"""Most characters a batch holds in memory at once (rows x max_new_chars) before returning them."""
 MAX_BATCH = 10_000
 """Most sequences run as one batch (sessions, prompts, samples): each holds its states and history."""
 

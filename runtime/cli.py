@@ -23,14 +23,13 @@ import click
 
 from . import __version__
 from .checks import MAX_BATCH
+from .choices import UNKNOWN_POLICIES
 from .errors import SeqgenError
 
 if TYPE_CHECKING:
     from .model import Model
     from .sampling import Sampling
 
-UNKNOWN_POLICIES = ("error", "skip", "replace")
-"""As seqgen.vocab.UNKNOWN_POLICIES, written out because importing seqgen.vocab pulls in numpy."""
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 """Backslash escapes understood in --stop, since a shell cannot easily pass a newline."""
 BENCH_REPEATS = 3

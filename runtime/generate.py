@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import checks
+from .errors import SeqgenError
 from .sampling import Sampler
 from .session import Session
 from .vocab import BOUNDARY
@@ -16,9 +17,14 @@ if TYPE_CHECKING:
     from .model import Model
 
 
-def check_length(max_new_chars: int) -> int:
-    """The number of characters to generate, checked before any prompt is processed."""
-    return checks.integer("max_new_chars", max_new_chars, 0)
+def check_length(max_new_chars: int, rows: int = 1) -> int:
+    """The number of characters to generate, checked before any prompt is processed: at most MAX_NEW_CHARS a
+    row, and at most MAX_BATCH_CHARS for all `rows` together (a batch holds its texts until it returns)."""
+    max_new_chars = checks.integer("max_new_chars", max_new_chars, 0, checks.MAX_NEW_CHARS)
+    if rows > 1 and rows * max_new_chars > checks.MAX_BATCH_CHARS:
+        raise SeqgenError(f"{rows} samples x {max_new_chars} characters would hold more than "
+                          f"{checks.MAX_BATCH_CHARS:,} characters at once; make fewer samples or shorter ones")
+    return max_new_chars
 
 
 class StopMatcher:
@@ -95,7 +101,7 @@ def stream_rows(session: Session, max_new_chars: int, sampler: Sampler) -> Itera
 
 def generate_texts(model: Model, prompts: Sequence[str], max_new_chars: int, sampler: Sampler) -> list[str]:
     """New text for each prompt, all rows stepped together; `sampler.kept` then holds the constraints' kept mass."""
-    max_new_chars = check_length(max_new_chars)
+    max_new_chars = check_length(max_new_chars, len(prompts))
     texts: list[list[str]] = [[] for _ in prompts]
     for pieces in stream_rows(prompt_session(model, prompts), max_new_chars, sampler):
         for text, piece in zip(texts, pieces):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .cells import CELLS
 from .errors import SeqgenError
 from .wire import BYTES, VARINT, WireError, fields, varints
 
@@ -116,7 +117,8 @@ def _value_info(value: memoryview) -> tuple[str, list[int | None]]:
 
 RECURRENT = {"RNN": None, "GRU": "gru", "LSTM": "lstm", "DynamicQuantizeLSTM": "lstm"}
 """Recurrent operators and the cell each computes (an RNN's depends on its activation)."""
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}
+ACTIVATIONS = {tuple(row.onnx_attributes["activations"]): name for name, row in CELLS.items() if row.onnx_op == "RNN"}
+"""The RNN operator's activation and the cell it makes."""
 MATMULS = ("MatMul", "MatMulInteger")
 
 
@@ -125,7 +127,9 @@ def _cell(node: Node) -> str:
     if cell is not None:
         return cell
     activation = node.attributes.get("activations", ["Tanh"])
-    return {("Tanh",): "rnn_tanh", ("Relu",): "rnn_relu"}.get(tuple(activation), f"RNN {activation}")  # type: ignore[arg-type]
+    readable = isinstance(activation, list) and all(isinstance(a, str) for a in activation)
+    known = ACTIVATIONS.get(tuple(activation)) if readable else None
+    return known or f"RNN {activation}"
 
 
 def check_against_graph(facts: GraphFacts, cell: str, layers: int, hidden: int, embedding: int, vocab_size: int,
@@ -140,7 +144,7 @@ def check_against_graph(facts: GraphFacts, cell: str, layers: int, hidden: int, 
                           f"{', '.join(cells) or 'missing'}")
     if len(recurrent) != layers:
         raise SeqgenError(f"metadata says layers={layers} but the graph has {len(recurrent)} recurrent layers")
-    gates = GATES[cell] * hidden
+    gates = CELLS[cell].gates * hidden
     for node in recurrent:
         weights = facts.initializers.get(node.inputs[2] if len(node.inputs) > 2 else "", ([], 0))[0]
         if node.attributes.get("hidden_size") != hidden or weights not in ([1, gates, hidden], [1, hidden, gates]):

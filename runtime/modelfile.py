@@ -16,13 +16,14 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cells import NAMES as CELLS
+from .cells import state_names as state_names
 from .errors import SeqgenError
 from .graph import GraphFacts, check_against_graph, graph_facts
 from .vocab import Vocabulary, is_text
 from .wire import BYTES, WireError, fields, records
 
 FORMAT_VERSION = 1
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 PREFIX = "seqgen."
 REQUIRED_KEYS = ("format_version", "vocabulary", "cell", "layers", "hidden_size", "embedding_size", "vocab_size")
 DEFAULT_MODEL = "shakespeare"
@@ -91,11 +92,6 @@ def _decoded(value: str) -> object:
         elif isinstance(item, str) and not is_text(item):
             raise SeqgenError("metadata value holds a lone surrogate (\\ud800-\\udfff), which is not text")
     return decoded
-
-
-def state_names(cell: str) -> tuple[str, ...]:
-    """The graph's recurrent state inputs for a cell type (outputs add "_out")."""
-    return ("state", "cell") if cell == "lstm" else ("state",)
 
 
 def artifacts_dir() -> Path:
@@ -223,10 +219,10 @@ def _read_mapped(path: Path, data: memoryview, verify: bool) -> ModelFile:
             if scan.graph is None:
                 raise SeqgenError(f"{path} has no graph; it is not a complete ONNX model, export it again")
             facts = graph_facts(scan.graph)
-        except WireError:
-            raise SeqgenError(f"{path} is not a readable ONNX file (truncated or not ONNX); export it again") from None
         except SeqgenError as exc:
             raise SeqgenError(exc.args[0] if str(path) in str(exc) else f"{path}: {exc}") from None
+        except (WireError, TypeError, ValueError, IndexError, KeyError, OverflowError):  # any field of a wrong kind
+            raise SeqgenError(f"{path} is not a readable ONNX file (truncated or not ONNX); export it again") from None
         with scan.graph:
             return _checked(path, scan, facts, verify)
 

@@ -13,6 +13,9 @@ are not regular.
 from __future__ import annotations
 
 import re
+import sys
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -58,6 +61,31 @@ def _not_regular(parsed: object) -> str | None:
     return None
 
 
+MAX_COMPILE_SECONDS = 3.0
+"""Longest a pattern may take to become an automaton: a determinised pattern can need exponentially many states."""
+
+
+class _TooSlow(Exception):
+    """Raised inside the compile, from the trace hook, once its time is up."""
+
+
+def _within_time(compile_pattern: Callable[[], object]) -> object:
+    """`compile_pattern()`, stopped at the first Python call after MAX_COMPILE_SECONDS (interegular's state
+    crawl calls Python for every transition, so it is checked often); the caller's trace hook is restored."""
+    deadline = time.monotonic() + MAX_COMPILE_SECONDS
+
+    def hook(frame: object, event: str, arg: object) -> None:
+        if time.monotonic() > deadline:
+            raise _TooSlow
+
+    previous = sys.gettrace()
+    sys.settrace(hook)
+    try:
+        return compile_pattern()
+    finally:
+        sys.settrace(previous)
+
+
 def load_engine() -> object:
     """interegular, or a SeqgenError that names the extra to install."""
     try:
@@ -73,7 +101,11 @@ def pattern_table(pattern: str, chars: tuple[str, ...]) -> tuple[np.ndarray, np.
     transitions [states, vocab] (-1: refused), accepting [states], and the initial state."""
     interegular = load_engine()
     try:
-        fsm = interegular.parse_pattern(pattern).to_fsm()  # type: ignore[attr-defined]
+        fsm = _within_time(lambda: interegular.parse_pattern(pattern).to_fsm())  # type: ignore[attr-defined]
+    except _TooSlow:
+        raise SeqgenError(f"pattern {pattern!r} did not compile to an automaton within {MAX_COMPILE_SECONDS:g} s "
+                          "(some short patterns need exponentially many states, e.g. [ab]*a[ab]{20}); "
+                          "simplify it") from None
     except Exception as exc:  # interegular raises its own types for what it does not implement
         raise SeqgenError(f"pattern {pattern!r} cannot be compiled to an automaton "
                           f"({type(exc).__name__}: {exc})") from None

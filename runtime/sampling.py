@@ -172,7 +172,8 @@ class Sampler:
     `Session.sample(sampler)` runs every stage on the session's rows. To give each row of a batch its own
     options and random stream (a server batching requests), bind one Sampler per row with
     `sampler.start(session, max_new_chars, row=r)` and pass Session.sample the list of them: each row is
-    then drawn exactly as that request alone at batch 1 would be. `rng` (a numpy Generator or a
+    then drawn exactly as that request alone at batch 1 would be; `move` carries a row's sampler over to a
+    new batch that continues the row (seqgen.serve regroups its batch so). `rng` (a numpy Generator or a
     seed) overrides the options' seed. With constraints and `report_kept`, `kept` lists, per step, the
     probability mass ([rows]) of the model's distribution (after stages 1-2) that the constraints kept.
     """
@@ -219,6 +220,21 @@ class Sampler:
         refuse_impossible(self._automaton, np.array(self._states), self._limit, options, session.model.vocab.chars)
         self.kept = None if self.kept is None else []
 
+    def move(self, session: Session, row: int | None = None) -> None:
+        """Carry on in `session` (all rows, or one `row`), which continues the sequences this sampler is bound to
+        (the same state, and at least their last token): a server regrouping its batch. The constraints' state
+        and the characters left carry over, so they need no more of the history than the penalty's window."""
+        if self._session is None:
+            raise SeqgenError("move needs a sampler bound by start (or a first choose) to a session")
+        if self._automaton is not None:
+            history = self._session.tokens[self._rows]
+            self._catch_up(history)
+            generated = self._seen - self._begun
+            self._seen = session.tokens.shape[1]
+            self._begun = self._seen - generated
+        self._session = session
+        self._rows = slice(None) if row is None else slice(row, row + 1)
+
     def choose(self, session: Session, row: int | None = None) -> np.ndarray:
         """The next token ids ([rows]) of the bound rows of `session`, through every stage in order."""
         rows = slice(None) if row is None else slice(row, row + 1)
@@ -255,9 +271,7 @@ class Sampler:
     def _constrain(self, logits: np.ndarray, history: np.ndarray, line_items: bool) -> None:
         """Stage 3, in place: mask what cannot lead to an accepted text in the characters left; record `kept`."""
         automaton = self._automaton
-        for column in range(self._seen, history.shape[1]):  # the tokens added since the last call
-            self._states = automaton.advance(self._states, history[:, column])  # type: ignore[union-attr]
-        self._seen = history.shape[1]
+        self._catch_up(history)
         left = self._limit - (self._seen - self._begun)
         kept = []
         for row, state in zip(logits, self._states):  # one row at a time: a few scalar lookups and one mask
@@ -280,6 +294,12 @@ class Sampler:
                 row[BOUNDARY] = boundary if line_items else 0.0
         if self.kept is not None:
             self.kept.append(np.array(kept))
+
+    def _catch_up(self, history: np.ndarray) -> None:
+        """Advance the constraints' state over the tokens of `history` added since the last call."""
+        for column in range(self._seen, history.shape[1]):
+            self._states = self._automaton.advance(self._states, history[:, column])  # type: ignore[union-attr]
+        self._seen = history.shape[1]
 
     def _draw_rows(self, logits: np.ndarray) -> np.ndarray:
         """Stages 4-8 for every row."""

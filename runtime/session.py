@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import checks
+from .cells import bounded_names, cell
 from .errors import SeqgenError
 from .sampling import Sampler, mask_end
 from .vocab import BOUNDARY
@@ -40,7 +41,7 @@ class Session:
         self._length = 0
         self._step = None  # the bound single-token call, made on first use
         self._default_sampler: Sampler | None = None
-        self._unbounded = model.file.cell == "rnn_relu"  # the one cell whose state can overflow
+        self._unbounded = not cell(model.file.cell).bounded  # a state that can overflow is checked
         self.steps = 0
         """Number of calls into the graph so far (a cost counter, used by tests)."""
 
@@ -142,7 +143,7 @@ class Session:
         if not np.isfinite(logits.max()):  # max is NaN if any is, inf if any is
             raise SeqgenError(f"the model's outputs overflowed to inf/NaN after {self._length} tokens: its "
                               "ReLU recurrent state grew without bound; use shorter texts, or a model with a "
-                              "bounded cell (rnn_tanh, lstm, gru)")
+                              f"bounded cell ({', '.join(bounded_names())})")
 
     def _append(self, tokens: np.ndarray) -> None:
         end = self._length + tokens.shape[1]

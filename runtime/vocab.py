@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .choices import ORDERS, UNKNOWN_POLICIES
 from .errors import SeqgenError
 
 BOUNDARY = 0
@@ -16,9 +17,6 @@ BOUNDARY = 0
 
 IGNORE = -1
 """Target id that scoring and the training loss skip (padding, positions a task does not ask about)."""
-
-ORDERS = ("frequency", "codepoint")
-UNKNOWN_POLICIES = ("error", "skip", "replace")
 
 
 @dataclass(frozen=True)

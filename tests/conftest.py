@@ -27,8 +27,10 @@ def export_tiny(path: Path, cell: str = "lstm", *, texts: list[str] | None = Non
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One tiny running-text model per cell, plus a line-item model ('lines')."""
+    from seqgen.cells import NAMES
+
     folder = tmp_path_factory.mktemp("tiny")
-    models = {cell: export_tiny(folder / f"{cell}.onnx", cell) for cell in ("rnn_tanh", "rnn_relu", "lstm", "gru")}
+    models = {cell: export_tiny(folder / f"{cell}.onnx", cell) for cell in NAMES}
     models["lines"] = export_tiny(folder / "lines.onnx", "gru", texts=["anna", "bob", "carl"], line_items=True)
     return models
 

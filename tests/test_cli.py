@@ -18,7 +18,7 @@ import pytest
 from helpers import assert_input_error, run, seqgen_run
 
 import seqgen
-from seqgen import cli, modelfile, vocab
+from seqgen import cli, modelfile
 
 # -- predict -------------------------------------------------------------------------------------
 
@@ -222,10 +222,6 @@ def test_unknown_characters_follow_the_chosen_policy(tiny_model: Path) -> None:
     assert_input_error(run("predict", "X", "--unknown", "skip", "--replacement", " ", "--model", tiny_model),
                        "--replacement")
     assert run("predict", "X", "--unknown", "everything", "--model", tiny_model).exit_code == 2
-
-
-def test_unknown_policies_match_the_vocabulary() -> None:
-    assert cli.UNKNOWN_POLICIES == vocab.UNKNOWN_POLICIES
 
 
 def test_threads_must_be_at_least_one(tiny_model: Path) -> None:

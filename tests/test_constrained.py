@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +245,17 @@ def test_the_names_model_makes_matching_names_as_new_as_prompting_does(shared_da
         names = model.generate_batch([""] * 300, 20, pattern="k[a-z]{3,7}", seed=0, temperature=temperature)
         assert all(re.fullmatch("k[a-z]{3,7}", name) for name in names)
         assert new(names) > (new(prompted) - 0.1 if temperature == 1.0 else 0.5), (temperature, new(names))
+
+
+def test_a_pattern_that_explodes_into_states_is_refused_in_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("interegular")
+    from seqgen import pattern as pattern_module
+
+    monkeypatch.setattr(pattern_module, "MAX_COMPILE_SECONDS", 0.2)
+    started = time.monotonic()
+    with pytest.raises(seqgen.SeqgenError, match=r"did not compile to an automaton within 0\.2 s"):
+        pattern_module.pattern_table("[ab]*a[ab]{14}", ("a", "b"))
+    assert time.monotonic() - started < 5
+    assert sys.gettrace() is None or "coverage" in repr(sys.gettrace())  # the hook is taken back
+    table, _, _ = pattern_module.pattern_table("k[a-z]{3,7}", tuple("abcdefghijklmnopqrstuvwxyz"))
+    assert table.shape[1] == 27

@@ -12,12 +12,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import seqgen  # noqa: E402
+from seqgen.cells import NAMES  # noqa: E402
 from seqgen.train import CharRNN, export_onnx  # noqa: E402
 
 TOLERANCE = 1e-4
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", NAMES)
 @pytest.mark.parametrize("layers", [1, 2])
 def test_runtime_matches_torch(tmp_path, cell: str, layers: int) -> None:
     torch.manual_seed(layers)

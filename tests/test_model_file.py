@@ -281,3 +281,15 @@ def test_a_metadata_key_given_twice_is_refused(tmp_path: Path, tiny_model: Path)
     model.metadata_props.add(key="seqgen.cell", value="gru")
     onnx.save(model, tmp_path / "twice.onnx")
     refused(tmp_path / "twice.onnx", "metadata key 'seqgen.cell' appears twice")
+
+
+def test_a_graph_field_of_an_unexpected_wire_kind_is_a_damaged_file(tiny_model: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fuzz test found a tensor whose dims field was fixed32, not a varint: a TypeError deep in the reader."""
+    from seqgen import graph, modelfile
+
+    with pytest.raises((TypeError, ValueError)):
+        graph._tensor(memoryview(b"\x0d\x01\x00\x00\x00"))  # field 1 (dims) as fixed32
+    monkeypatch.setattr(modelfile, "graph_facts", lambda _graph: graph._tensor(memoryview(b"\x0d\x01\x00\x00\x00")))
+    with pytest.raises(seqgen.SeqgenError, match="not a readable ONNX file"):
+        seqgen.load(tiny_model)

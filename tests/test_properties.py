@@ -254,8 +254,7 @@ print(json.dumps([
 
 
 def test_the_same_seed_gives_the_same_text_in_processes_with_different_hash_seeds(tiny_model: Path) -> None:
-    """test_runtime.py checks one generate call across processes; this covers batches, stop strings and all
-    options, in two processes whose str hashing (PYTHONHASHSEED) differs from each other."""
+    """Batches, stop strings and all options, in two processes whose str hashing (PYTHONHASHSEED) differs."""
     outputs = []
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}

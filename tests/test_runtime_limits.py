@@ -13,6 +13,7 @@ import pytest
 from helpers import assert_input_error, run, seqgen_run
 
 import seqgen
+from seqgen import checks
 from seqgen import model as model_module
 from seqgen.checks import MAX_BATCH
 from seqgen.model import SCORE_TOKENS, usable_cpus
@@ -210,3 +211,15 @@ def test_with_stderr_closed_the_error_line_never_goes_to_stdout() -> None:
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stdout == ""
+
+
+def test_generated_length_is_bounded_per_row_and_per_batch(tiny_model: Path) -> None:
+    model = seqgen.load(tiny_model)
+    limit = checks.MAX_NEW_CHARS
+    with pytest.raises(seqgen.SeqgenError, match=f"max_new_chars must be an integer in \\[0, {limit}\\]"):
+        model.generate("the", checks.MAX_NEW_CHARS + 1)
+    rows = checks.MAX_BATCH_CHARS // checks.MAX_NEW_CHARS + 1
+    with pytest.raises(seqgen.SeqgenError, match="make fewer samples or shorter ones"):
+        model.generate_batch(["the"] * rows, checks.MAX_NEW_CHARS)
+    result = run("generate", "the", "--model", tiny_model, "-n", checks.MAX_NEW_CHARS, "--num-samples", rows)
+    assert_input_error(result, "make fewer samples")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import re
 import selectors
 import signal
 import socket
@@ -123,6 +124,19 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) ->
         time.sleep(0.02)
 
 
+def completion_text(client: openai.OpenAI, request: dict) -> str:
+    """The whole text of one completion of the tiny model (`request`: create's other arguments), streamed or not."""
+    reply = client.completions.create(model="tiny", **request)
+    choices = [c for chunk in reply for c in chunk.choices] if request.get("stream") else reply.choices
+    return "".join(c.text for c in choices)
+
+
+def served_together(client: openai.OpenAI, requests: list[dict]) -> list[str]:
+    """The texts of `requests`, all sent at once from as many threads."""
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(lambda request: completion_text(client, request), requests))
+
+
 # -- the openai client ----------------------------------------------------------------------------
 
 
@@ -208,15 +222,8 @@ def test_concurrent_clients_get_what_each_would_get_alone(server: Server) -> Non
     client = server.client()
     requests = [{"prompt": ["the", "lazy dog", ""][i % 3], "seed": 100 + i, "max_tokens": 40 + i % 7,
                  "temperature": 0.8, "stream": i % 2 == 0} for i in range(24)]
-
-    def ask(request: dict) -> str:
-        reply = client.completions.create(model="tiny", **request)
-        choices = [c for chunk in reply for c in chunk.choices] if request["stream"] else reply.choices
-        return "".join(c.text for c in choices)
-
-    with ThreadPoolExecutor(24) as pool:
-        together = list(pool.map(ask, requests))
-    alone = [ask(request) for request in requests]
+    together = served_together(client, requests)
+    alone = [completion_text(client, request) for request in requests]
     assert together == alone
     assert server.health()["models"]["tiny"]["active"] == 0
 
@@ -235,6 +242,70 @@ def test_a_client_that_disconnects_frees_its_rows(server: Server) -> None:
         waiting.sendall(head % (KEY.encode(), len(body)) + body)
         wait_for(lambda: server.health()["models"]["tiny"]["active"] == 1, "the plain request to start")
     wait_for(lambda: server.health()["models"]["tiny"]["active"] == 0, "the abandoned plain request to be retired")
+
+
+# -- constraints ----------------------------------------------------------------------------------
+
+
+def test_constrained_completions_equal_the_in_process_api(server: Server, tiny: seqgen.Model) -> None:
+    client = server.client()
+    for options in ({"pattern": "[a-z]{3,8}( [a-z]{2,5}){2}"}, {"allowed": "abc ", "banned": ["aa", "b c"]},
+                    {"pattern": "(the|a) [a-z ]+", "banned": ["th"], "repetition_penalty": 1.5}):
+        for stream in (False, True):
+            text = completion_text(client, {"prompt": "the lazy", "max_tokens": 30, "seed": 9, "stream": stream,
+                                            "extra_body": options})
+            assert text == tiny.generate("the lazy", 30, seed=9, **options), options
+    names = client.completions.create(model="names", prompt="", max_tokens=20, seed=3, n=8,
+                                      extra_body={"pattern": "k[a-z]{3,7}"})
+    assert all(re.fullmatch("k[a-z]{3,7}", c.text) and c.finish_reason == "stop" for c in names.choices)
+    assert names.choices[0].text == seqgen.load("names").generate("", 20, seed=3, pattern="k[a-z]{3,7}")
+
+
+def test_constrained_rows_keep_their_state_through_regrouping(server: Server, tiny: seqgen.Model) -> None:
+    """Rows of different lengths arrive and leave while others run, so the batch is regrouped mid-text: each
+    output still fully matches its pattern and equals the same request served by Model.generate."""
+    patterns = ["[a-z]+( [a-z]+)*", "(ab|ba)+c?", "[aeiou ]{5,}", "x?[a-z]{2}(, [a-z]{2})+"]
+    requests = [{"prompt": ["the", "lazy dog", ""][i % 3], "seed": 200 + i, "max_tokens": 15 + 7 * (i % 5),
+                 "extra_body": {"pattern": patterns[i % 4], "banned": ["ll"] if i % 3 else None},
+                 "stream": i % 2 == 0} for i in range(16)]
+    for request, text in zip(requests, served_together(server.client(), requests)):
+        options = {k: v for k, v in request["extra_body"].items() if v is not None}
+        assert re.fullmatch(options["pattern"], text), (request, text)
+        if "banned" in options:
+            assert "ll" not in request["prompt"][-1:] + text
+        assert text == tiny.generate(request["prompt"], request["max_tokens"], seed=request["seed"], **options)
+
+
+@pytest.mark.parametrize(("extra", "max_tokens", "param", "says"), [
+    ({"pattern": "Z+"}, 10, None, "can fully match"),  # no Z in the vocabulary
+    ({"allowed": "XYZ"}, 10, None, "none of the allowed characters"),
+    ({"pattern": "[a-z]{12}"}, 5, None, "raise max_new_chars"),
+    ({"pattern": "(ab"}, 10, "pattern", "not a valid regular expression"),
+    ({"pattern": "^a$"}, 10, "pattern", "anchors"),
+    ({"allowed": ""}, 10, "allowed", "allowed"),
+    ({"banned": [""]}, 10, "banned", "banned words"),
+])
+def test_impossible_constraints_are_refused_before_generating(server: Server, extra: dict, max_tokens: int,
+                                                              param: str | None, says: str) -> None:
+    before = server.health()["models"]["tiny"]["generated"]
+    response = server.request("POST", "/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": max_tokens,
+                                                          **extra})
+    assert response.status == 400, response.body
+    error = response.json()["error"]
+    assert error["param"] == param and says in error["message"] and error["type"] == "invalid_request_error"
+    assert server.health()["models"]["tiny"]["generated"] == before
+
+
+def test_a_pattern_without_the_constrain_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqgen.serve.api import ApiError, Limits, parse_completion
+
+    monkeypatch.setitem(sys.modules, "interegular", None)  # as if the extra were not installed
+    body = {"model": "tiny", "prompt": "a", "pattern": "[a-z]+"}
+    with pytest.raises(ApiError) as refused:
+        parse_completion(body, Limits())
+    assert refused.value.status == 400 and refused.value.param == "pattern"
+    assert "seqgen[constrain]" in refused.value.message
+    assert parse_completion({**body, "pattern": None, "allowed": "ab", "banned": "ba"}, Limits()).choices
 
 
 # -- native endpoints and errors over plain HTTP ----------------------------------------------------

@@ -51,7 +51,7 @@ def test_metadata_matches_the_card(name: str) -> None:
 @pytest.mark.parametrize("name", shipped_models())
 def test_the_model_scores_its_cards_figure_on_a_slice_of_held_out_text(name: str, shared_data: Path) -> None:
     pytest.importorskip("torch")  # the held-out split is computed by seqgen.train, as in training
-    from seqgen.train.evaluate import model_held_out_text
+    from seqgen.train.heldout import model_held_out_text
     from seqgen.train.presets import preset_pairs
 
     card, model = cards()[name], seqgen.load(name)

@@ -22,6 +22,7 @@ from seqgen.train.data import (
     Examples,
     Items,
     batches,
+    build_dataset,
     item_dataset,
     line_items,
     pairs,
@@ -30,8 +31,7 @@ from seqgen.train.data import (
     steps_per_epoch,
     text_dataset,
 )
-from seqgen.train.evaluate import held_out_text
-from seqgen.train.loop import build_dataset
+from seqgen.train.heldout import held_out_text
 
 torch.set_num_threads(1)
 

@@ -148,17 +148,6 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(corpus: Path, tmp
     assert val_losses(killed) == val_losses(tmp_path / "whole")
 
 
-def test_a_checkpoint_from_before_per_rank_generators_resumes_the_same(corpus: Path, tmp_path: Path) -> None:
-    """Checkpoints written before `rngs` existed hold rank 0's generator as `torch_rng` alone."""
-    train(config(corpus, tmp_path / "whole", schedule="constant", max_steps=12))
-    train(config(corpus, tmp_path / "old", schedule="constant", max_steps=8))
-    saved = checkpoint(tmp_path / "old")
-    del saved["rngs"]
-    torch.save(saved, tmp_path / "old" / "checkpoint.pt")
-    train(TrainConfig(out=str(tmp_path / "old"), max_steps=12), resume=True)
-    assert_same_weights(tmp_path / "whole", tmp_path / "old")
-
-
 @pytest.mark.parametrize("rank", [1, 2])
 def test_each_torchrun_rank_resumes_its_own_generator(rank: int, corpus: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import TrainConfig
-    from .export import export_onnx
-    from .loop import Result, export_run, fit_texts, train
+    from .export import export_onnx, export_run
+    from .loop import Result, fit_texts, train
     from .models import CharRNN
 
 __all__ = ["CharRNN", "Result", "TrainConfig", "export_onnx", "export_run", "fit_texts", "train"]
 
 # Imported on first use, so that `seqgen-train --help`, `eval` and `plot` do not wait for torch.
-_LAZY = {"TrainConfig": "config", "export_onnx": "export", "Result": "loop", "export_run": "loop",
+_LAZY = {"TrainConfig": "config", "export_onnx": "export", "Result": "loop", "export_run": "export",
          "fit_texts": "loop", "train": "loop", "CharRNN": "models"}
 
 

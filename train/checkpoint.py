@@ -37,7 +37,7 @@ def save(path: str | Path, payload: dict[str, object]) -> None:
 def load_run(path: str | Path) -> dict[str, object]:
     """A checkpoint with every part that a resume and an export read; anything missing is one clear error."""
     payload = load(path)
-    missing = [key for key in (*_TABLES, "vocab", *_COUNTS, *_FIGURES) if key not in payload]
+    missing = [key for key in (*_TABLES, "vocab", "rngs", *_COUNTS, *_FIGURES) if key not in payload]
     if missing:
         raise SeqgenError(f"checkpoint {path} is damaged or not a seqgen checkpoint (missing {', '.join(missing)}); "
                           "start a new run or restore the file")
@@ -83,7 +83,7 @@ def _problem(payload: dict[str, object]) -> str:
         return "its corpus is not a name, a sha256 and a line_items flag"
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.get("model", {}).items()):  # type: ignore[union-attr]
         return "its model is not a table of tensors"
-    if ("rngs" in payload or "torch_rng" in payload) and not _rng_states(payload):
+    if "rngs" in payload and not _rng_states(payload):
         return "its random generator states are malformed"
     try:
         if "config" in payload:
@@ -96,12 +96,11 @@ def _problem(payload: dict[str, object]) -> str:
 
 
 def _rng_states(payload: dict[str, object]) -> bool:
-    """Generator states as a resume restores them: `rngs` (one (cpu, device or None) pair per rank), or an
-    older checkpoint's `torch_rng` (rank 0's alone)."""
+    """Generator states as a resume restores them: `rngs`, one (cpu, device or None) pair per rank."""
     def state(value: object) -> bool:
         return isinstance(value, torch.Tensor) and value.dtype == torch.uint8
 
-    states = payload.get("rngs") or [(payload.get("torch_rng"), payload.get("device_rng"))]
+    states = payload["rngs"]
     return isinstance(states, (list, tuple)) and all(
         isinstance(pair, (list, tuple)) and len(pair) == 2 and state(pair[0]) and (pair[1] is None or state(pair[1]))
         for pair in states)

@@ -11,12 +11,13 @@ from pathlib import Path
 import click
 
 from seqgen import __version__
+from seqgen.cells import NAMES as CELLS
+from seqgen.choices import ORDERS
 from seqgen.cli import SeqgenGroup
 from seqgen.errors import SeqgenError
-from seqgen.modelfile import CELLS
-from seqgen.vocab import ORDERS
 
-from .config import DEVICES, PRECISIONS, PRESETS, SCHEDULES, TrainConfig, parse_duration
+from .config import DEVICES, PRECISIONS, RESUME_OPTIONS, SCHEDULES, TrainConfig, parse_duration
+from .presets import PRESETS, describe
 
 
 class Duration(click.ParamType):
@@ -58,8 +59,7 @@ def main() -> None:
 _FIT_OPTIONS = [
     click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default runs/run)."),
     click.option("--lines", is_flag=True, default=None, help="Each non-empty line is one item (makemore style)."),
-    click.option("--preset", type=click.Choice(PRESETS),
-                 help="The seed notebook's tasks."),
+    click.option("--preset", type=click.Choice(PRESETS), help=f"A built-in task with its data ({describe()})."),
     click.option("--cell", type=click.Choice(CELLS)),
     click.option("--layers", type=click.IntRange(1)),
     click.option("--hidden", type=click.IntRange(1), help="Hidden size per layer."),
@@ -95,10 +95,6 @@ _FIT_OPTIONS = [
     click.option("--threads", type=click.IntRange(1), help="torch CPU threads."),
     click.option("--progress/--no-progress", default=None),
 ]
-
-
-RESUME_OPTIONS = {"epochs", "max_steps", "time_budget", "progress", "threads", "device"}
-"""What a resumed run may change: its limits and the machine it runs on."""
 
 
 def _flags(names: list[str]) -> str:
@@ -175,7 +171,7 @@ def fit(corpus: tuple[str, ...], resume: str | None, overwrite: bool, **given: o
 @click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization (smaller, faster).")
 def export(run: str, out: str, quantize: str | None) -> None:
     """Export a run's best weights (RUN folder or checkpoint) to one .onnx file."""
-    from .loop import export_run
+    from .export import export_run
 
     if not quantize:
         path = export_run(run, out)
@@ -196,9 +192,10 @@ def export(run: str, out: str, quantize: str | None) -> None:
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Held-out fraction of running text (default: the model's training value).")
 @click.option("--seed", type=int, help="Seed of the line-item split (default: the model's training seed).")
-def evaluate(model: str, corpus: tuple[str, ...], lines: bool, val_fraction: float | None, seed: int | None) -> None:
+def eval_command(model: str, corpus: tuple[str, ...], lines: bool, val_fraction: float | None,
+                 seed: int | None) -> None:
     """Loss, bits/char and accuracy of MODEL (.onnx or run folder) on CORPUS's held-out split."""
-    from .evaluate import held_out_score
+    from .heldout import held_out_score
 
     click.echo(json.dumps(held_out_score(model, list(corpus), val_fraction=val_fraction, seed=seed,
                                          lines=lines or None)))

@@ -7,16 +7,19 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from seqgen import checks
+from seqgen.cells import NAMES as CELLS
+from seqgen.choices import ORDERS
 from seqgen.errors import SeqgenError
-from seqgen.modelfile import CELLS, MAX_HIDDEN, MAX_LAYERS
+from seqgen.modelfile import MAX_HIDDEN, MAX_LAYERS
 from seqgen.sampling import FLOAT32_MAX  # the forget bias is a float32 weight: beyond this, torch overflows
-from seqgen.vocab import ORDERS
+
+from .presets import PRESETS
 
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRESETS = ("alphabet-seq2seq", "alphabet-next")
-"""The seed notebook's tasks (seqgen.train.presets builds them)."""
+RESUME_OPTIONS = frozenset({"epochs", "max_steps", "time_budget", "progress", "threads", "device"})
+"""What a resumed run may change: its limits and the machine it runs on."""
 DEFAULT_VAL_FRACTION = 0.1
 """The held-out tail of running text, as nanoGPT holds out its last 10%."""
 MAX_SAMPLES = 100
@@ -129,8 +132,6 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         options = {k: v for k, v in data.items() if k in known}
         options.setdefault("forget_bias", None)  # saved before the option: torch's initialisation, as trained
-        if options.get("lines") or options.get("preset"):  # saved before val_fraction became text-only
-            options["val_fraction"] = None
         return cls(**options)
 
 

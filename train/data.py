@@ -7,7 +7,7 @@ Three shapes of data, one example format (targets of -1 are ignored by the loss)
   min(1000, 10%) of the items is held out), at most MAX_ITEM_CHARS characters each; the training
   items are kept end to end and each batch is padded to its own longest item, so memory follows
   the characters, and no batch is wider than MAX_ITEM_CHARS + 1;
-- pairs: (input text, target text) as in the seed notebook.
+- pairs: (input text, target text), each a next-character task.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seqgen.errors import SeqgenError
 from seqgen.vocab import BOUNDARY, IGNORE, Vocabulary, frame_items
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 def read_corpus(paths: Sequence[str | Path], *, min_chars: int = 2) -> tuple[str, str]:
@@ -244,3 +248,21 @@ def _trim(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarr
     used = np.flatnonzero((targets != IGNORE).any(axis=0))
     width = int(used[-1]) + 1 if used.size else 1
     return inputs[:, :width], targets[:, :width]
+
+
+def build_dataset(config: TrainConfig) -> Dataset:
+    """The dataset a config names: a preset, line items, or running text."""
+    if config.preset:
+        from .presets import preset_dataset
+
+        return preset_dataset(config.preset)
+    text, sha = read_corpus(config.corpus)
+    name = ", ".join(Path(p).name for p in config.corpus)
+    text_for_vocab = text.lower() if config.lowercase else text
+    if config.lines:
+        items = text_for_vocab.splitlines()
+        vocab = Vocabulary.fit([i for i in items if i], order=config.vocab_order, lowercase=config.lowercase)
+        return item_dataset(items, seed=config.seed, vocab=vocab, name=name, sha256=sha)
+    vocab = Vocabulary.fit([text_for_vocab], order=config.vocab_order, lowercase=config.lowercase)
+    return text_dataset(text_for_vocab, seq_len=config.seq_len, val_fraction=config.val_fraction,
+                        vocab=vocab, name=name, sha256=sha)

@@ -7,6 +7,8 @@ The graph is built with onnx.helper from the weights, using ONNX's native RNN/GR
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -17,10 +19,13 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from seqgen import __version__
+from seqgen.cells import CELLS, state_names
 from seqgen.errors import SeqgenError
-from seqgen.modelfile import CHECKSUM_KEY, FORMAT_VERSION, PREFIX, file_checksum, graph_checksums, state_names
+from seqgen.modelfile import CHECKSUM_KEY, FORMAT_VERSION, PREFIX, file_checksum, graph_checksums
 from seqgen.vocab import Vocabulary
 
+from . import checkpoint
+from .config import TrainConfig
 from .files import atomic_write
 from .models import CharRNN
 
@@ -29,18 +34,16 @@ PARITY_TOLERANCE = 1e-4
 PARITY_SHAPES = ((1, 1), (1, 17), (3, 1), (4, 33))
 """(batch, time) pairs checked against torch at export."""
 
-# Gate blocks of torch's weight rows, in ONNX's order: LSTM torch i,f,g,o -> ONNX i,o,f,c; GRU r,z,n -> z,r,h.
-_GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,), "rnn_relu": (0,)}
-_OP = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
-
 
 class ParityError(RuntimeError):
     """The exported graph does not compute what the torch model computes."""
 
 
 def _gates(weight: torch.Tensor, cell: str) -> np.ndarray:
-    blocks = weight.detach().float().numpy().reshape(len(_GATE_ORDER[cell]), -1, *weight.shape[1:])
-    return np.concatenate([blocks[i] for i in _GATE_ORDER[cell]])[None]
+    """torch's stacked gate blocks of `weight` in ONNX's order, with ONNX's leading direction axis."""
+    order = CELLS[cell].gate_order
+    blocks = weight.detach().float().numpy().reshape(len(order), -1, *weight.shape[1:])
+    return np.concatenate([blocks[i] for i in order])[None]
 
 
 def build_graph(model: CharRNN) -> onnx.GraphProto:
@@ -57,11 +60,7 @@ def build_graph(model: CharRNN) -> onnx.GraphProto:
         helper.make_node("Transpose", ["tokens"], ["tokens_tb"], perm=[1, 0]),
         helper.make_node("Gather", ["embedding", "tokens_tb"], ["x0"]),
     ]
-    attrs = {"hidden_size": hidden}
-    if cell == "gru":
-        attrs["linear_before_reset"] = 1
-    if cell.startswith("rnn_"):
-        attrs["activations"] = ["Tanh" if cell == "rnn_tanh" else "Relu"]
+    attrs = {"hidden_size": hidden, **CELLS[cell].onnx_attributes}
     finals: dict[str, list[str]] = {s: [] for s in states}
     x = "x0"
     for layer in range(layers):
@@ -80,7 +79,7 @@ def build_graph(model: CharRNN) -> onnx.GraphProto:
             finals[s].append(f"{s}_out{layer}")
         inputs = [x, f"W{layer}", f"R{layer}", f"B{layer}", "", *initial]  # "" = no sequence_lens
         outputs = [f"y{layer}"] + [f"{s}_out{layer}" for s in states]
-        nodes.append(helper.make_node(_OP[cell], inputs, outputs, name=f"layer{layer}", **attrs))
+        nodes.append(helper.make_node(CELLS[cell].onnx_op, inputs, outputs, name=f"layer{layer}", **attrs))
         nodes.append(helper.make_node("Squeeze", [f"y{layer}", "axis1"], [f"x{layer + 1}"]))
         x = f"x{layer + 1}"
     for s in states:
@@ -213,3 +212,32 @@ def is_seqgen_model(path: Path) -> bool:
     except Exception:  # protobuf's DecodeError and others: not an ONNX file at all
         return False
     return any(p.key.startswith(PREFIX) for p in model.metadata_props)
+
+
+def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, dict[str, object]]:
+    """The best weights of a run (or a checkpoint file), rebuilt as a CharRNN, with the checkpoint."""
+    path = checkpoint.run_file(run, checkpoint.BEST)
+    saved = checkpoint.load_run(path)
+    config = TrainConfig.from_dict(saved["config"])
+    vocab = Vocabulary.from_json(saved["vocab"])
+    model = CharRNN(vocab.size, config.cell, config.embedding, config.hidden, config.layers)
+    checkpoint.restore(model, saved["model"], path, "it is damaged or edited; restore it or train again")
+    return model.eval(), vocab, saved
+
+
+def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None) -> Path:
+    """Export a run's best weights to one .onnx file, with the training facts in its metadata."""
+    model, vocab, saved = load_run_model(run)
+    corpus = saved["corpus"]
+    training = {
+        "corpus": corpus["name"],
+        "corpus_sha256": corpus["sha256"],
+        "val_loss": round(float(saved["best_val"]), 5),
+        "val_accuracy": round(float(saved["best_accuracy"]), 5),
+        "best_step": int(saved["best_step"]),
+        "training": {"config": saved["config"], "seconds": round(seconds if seconds is not None
+                                                                else float(saved["elapsed"]), 1),
+                     "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"},
+    }
+    export_onnx(model, vocab, out, line_items=bool(corpus["line_items"]), training=training)
+    return Path(out)

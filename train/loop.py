@@ -10,7 +10,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -27,20 +26,9 @@ from seqgen.errors import SeqgenError
 from seqgen.vocab import BOUNDARY, Vocabulary
 
 from . import checkpoint, runfolder
-from .config import TEXT_ONLY_SPLIT, TrainConfig, usable_cpus
-from .data import (
-    IGNORE,
-    Dataset,
-    Examples,
-    batches,
-    item_dataset,
-    length_groups,
-    pairs,
-    read_corpus,
-    steps_per_epoch,
-    text_dataset,
-)
-from .export import export_onnx
+from .config import RESUME_OPTIONS, TEXT_ONLY_SPLIT, TrainConfig, usable_cpus
+from .data import IGNORE, Dataset, Examples, batches, build_dataset, item_dataset, length_groups, pairs, steps_per_epoch
+from .export import export_run
 from .files import append_line, atomic_write, finite_number, read_jsonl, reported
 from .models import CharRNN
 
@@ -71,24 +59,6 @@ class Result:
     stopped: str
     seconds: float
     model_path: Path | None
-
-
-def build_dataset(config: TrainConfig) -> Dataset:
-    """The dataset a config names: a preset, line items, or running text."""
-    if config.preset:
-        from .presets import preset_dataset
-
-        return preset_dataset(config.preset)
-    text, sha = read_corpus(config.corpus)
-    name = ", ".join(Path(p).name for p in config.corpus)
-    text_for_vocab = text.lower() if config.lowercase else text
-    if config.lines:
-        items = text_for_vocab.splitlines()
-        vocab = Vocabulary.fit([i for i in items if i], order=config.vocab_order, lowercase=config.lowercase)
-        return item_dataset(items, seed=config.seed, vocab=vocab, name=name, sha256=sha)
-    vocab = Vocabulary.fit([text_for_vocab], order=config.vocab_order, lowercase=config.lowercase)
-    return text_dataset(text_for_vocab, seq_len=config.seq_len, val_fraction=config.val_fraction,
-                        vocab=vocab, name=name, sha256=sha)
 
 
 def pick_device(name: str) -> torch.device:
@@ -127,7 +97,7 @@ def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
     return floor + 0.5 * (config.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def evaluate(model: nn.Module, examples: Examples, device: torch.device) -> tuple[float, float]:
+def loss_and_accuracy(model: nn.Module, examples: Examples, device: torch.device) -> tuple[float, float]:
     """Mean loss (nats per target) and accuracy over `examples`, each from a zero state."""
     model.eval()
     total = correct = count = 0.0
@@ -182,13 +152,10 @@ class Run:
         saved = checkpoint.load_run(self.out / checkpoint.LATEST) if resume else None
         self.resumed = saved is not None
         if saved is not None:
-            limits = {k: getattr(config, k) for k in ("epochs", "max_steps", "time_budget", "progress", "threads")}
-            # the saved choices, except the limits and machine given now (a run may move to another machine);
-            # corpus files given now replace the saved paths (a moved file), but must hold the same text
-            # (checked below); the folder is where it is now
-            given = {k: v for k, v in limits.items() if v is not None}
-            if config.device != "auto":
-                given["device"] = config.device
+            # the saved choices, except the limits and machine given now (a run may move to another machine;
+            # device "auto" is the default, not a choice); corpus files given now replace the saved paths (a
+            # moved file), but must hold the same text (checked below); the folder is where it is now
+            given = {k: v for k in RESUME_OPTIONS if (v := getattr(config, k)) is not None and v != "auto"}
             if config.corpus and not config.preset:
                 given["corpus"] = list(config.corpus)
             config = TrainConfig.from_dict({**saved["config"], **given, "out": str(self.out)})
@@ -230,7 +197,7 @@ class Run:
         fix = "resume with the options it was made with"
         checkpoint.restore(self.model, saved["model"], self.out / checkpoint.LATEST, fix)  # type: ignore[arg-type]
         checkpoint.restore(self.optimizer, saved["optimizer"], self.out / checkpoint.LATEST, fix)  # type: ignore[arg-type]
-        states = saved.get("rngs") or [(saved["torch_rng"], saved.get("device_rng"))]  # older: rank 0's alone
+        states = saved["rngs"]
         if self.rank < len(states):
             cpu, device = states[self.rank]
             torch.set_rng_state(cpu)
@@ -245,15 +212,14 @@ class Run:
     # -- files ---------------------------------------------------------------------------------
 
     def rng_payload(self) -> dict[str, object]:
-        """Every rank's generator states (CPU, and GPU where dropout draws there) as `rngs`, in rank order,
-        and rank 0's also under the keys older seqgen versions resume from. A collective under torchrun:
-        all ranks call it together."""
+        """Every rank's generator states (CPU, and GPU where dropout draws there) as `rngs`, in rank order.
+        A collective under torchrun: all ranks call it together."""
         mine = (torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
         gathered: list[object] = [mine]
         if self.world > 1:
             gathered = [None] * self.world
             torch.distributed.all_gather_object(gathered, mine)
-        return {"rngs": gathered, "torch_rng": gathered[0][0], "device_rng": gathered[0][1]}  # type: ignore[index]
+        return {"rngs": gathered}
 
     def save(self, name: str) -> None:
         """Checkpoint the run as `name` in its folder; all ranks call it, rank 0 writes."""
@@ -373,7 +339,7 @@ class Run:
                           "chars_per_s": recent.chars_per_second, "elapsed": round(time.monotonic() - started, 2)})
                 recent = _Window()
             if self.step % config.eval_every == 0 or self.step == total:
-                self._evaluate(window, lr, bar)
+                self._validate(window, lr, bar)
                 window = _Window()
                 if config.patience and self.bad_evals >= config.patience:
                     stopped = "early stopping"
@@ -382,7 +348,7 @@ class Run:
             if stopped:
                 break
         if stopped == "time budget" and window.tokens:  # the steps since the last evaluation count too
-            self._evaluate(window, lr, bar)
+            self._validate(window, lr, bar)
         bar.close()
         self.elapsed = time.monotonic() - started
         return self._finish(stopped)
@@ -436,8 +402,8 @@ class Run:
             F.cross_entropy(logits[mask], targets[mask], reduction="sum") / of
         return loss, int((logits[mask].argmax(-1) == targets[mask]).sum())
 
-    def _evaluate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # a tqdm bar
-        val_loss, val_accuracy = evaluate(self.model, self.data.val, self.device) if self.main else (0.0, 0.0)
+    def _validate(self, window: _Window, lr: float, bar) -> dict[str, object]:  # a tqdm bar
+        val_loss, val_accuracy = loss_and_accuracy(self.model, self.data.val, self.device) if self.main else (0.0, 0.0)
         if self.world > 1:  # rank 0 scores for all (the weights are the same), so every rank takes the same branches
             figures = torch.tensor([val_loss, val_accuracy], dtype=torch.float64, device=self.device)
             torch.distributed.broadcast(figures, src=0)
@@ -498,39 +464,10 @@ def _progress(total: int | None, done: int, enabled: bool):  # tqdm or a stand-i
     return tqdm(total=total, initial=done, disable=not enabled, unit="step", dynamic_ncols=True, file=sys.stderr)
 
 
-def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, dict[str, object]]:
-    """The best weights of a run (or a checkpoint file), rebuilt as a CharRNN, with the checkpoint."""
-    path = checkpoint.run_file(run, checkpoint.BEST)
-    saved = checkpoint.load_run(path)
-    config = TrainConfig.from_dict(saved["config"])
-    vocab = Vocabulary.from_json(saved["vocab"])
-    model = CharRNN(vocab.size, config.cell, config.embedding, config.hidden, config.layers)
-    checkpoint.restore(model, saved["model"], path, "it is damaged or edited; restore it or train again")
-    return model.eval(), vocab, saved
-
-
 def rank_seed(seed: int, rank: int) -> int:
     """A torch seed for `rank` of a run seeded `seed`, unrelated to every other (seed, rank) pair (seed + rank
     would give rank 2 of seed s the stream of rank 1 of seed s + 1)."""
     return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None) -> Path:
-    """Export a run's best weights to one .onnx file, with the training facts in its metadata."""
-    model, vocab, saved = load_run_model(run)
-    corpus = saved["corpus"]
-    training = {
-        "corpus": corpus["name"],
-        "corpus_sha256": corpus["sha256"],
-        "val_loss": round(float(saved["best_val"]), 5),
-        "val_accuracy": round(float(saved["best_accuracy"]), 5),
-        "best_step": int(saved["best_step"]),
-        "training": {"config": saved["config"], "seconds": round(seconds if seconds is not None
-                                                                else float(saved["elapsed"]), 1),
-                     "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"},
-    }
-    export_onnx(model, vocab, out, line_items=bool(corpus["line_items"]), training=training)
-    return Path(out)
 
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
@@ -559,7 +496,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path, *, overwrite: bool = False,
               **options: object) -> Result:
     """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
-    next-character tasks (the seed notebook's). Options are TrainConfig fields; `overwrite` as for train."""
+    next-character tasks. Options are TrainConfig fields; `overwrite` as for train."""
     if "val_fraction" in options:  # items and pairs in memory have their own held-out sets, no tail to cut
         raise SeqgenError(TEXT_ONLY_SPLIT)
     config = TrainConfig(out=str(out), **options)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seqgen.modelfile import CELLS
+from seqgen.cells import CELLS, NAMES
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 """[layers, batch, hidden] (LSTM: the pair hidden state, cell state)."""
@@ -26,24 +26,24 @@ class CharRNN(nn.Module):
     ) -> None:
         super().__init__()
         if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; use one of {', '.join(CELLS)}")
+            raise ValueError(f"unknown cell {cell!r}; use one of {', '.join(NAMES)}")
         self.cell = cell
+        spec = CELLS[cell]
         self.vocab_size, self.embedding_size, self.hidden_size, self.layers = (
             vocab_size, embedding_size, hidden_size, layers)
         self.embedding = nn.Embedding(vocab_size, embedding_size)
-        recurrent = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell, nn.RNN)
-        extra = {"nonlinearity": cell.removeprefix("rnn_")} if recurrent is nn.RNN else {}
-        self.rnn = recurrent(embedding_size, hidden_size, num_layers=layers, batch_first=True,
-                             dropout=dropout if layers > 1 else 0.0, **extra)
+        self.rnn = getattr(nn, spec.torch_module)(embedding_size, hidden_size, num_layers=layers, batch_first=True,
+                                                  dropout=dropout if layers > 1 else 0.0, **spec.torch_options)
         self.head = nn.Linear(hidden_size, vocab_size)
-        if cell == "lstm" and forget_bias is not None:
-            self._set_forget_bias(forget_bias)
+        if spec.forget_gate is not None and forget_bias is not None:
+            self._set_forget_bias(spec.forget_gate, forget_bias)
 
     @torch.no_grad()
-    def _set_forget_bias(self, value: float) -> None:
-        """Start every LSTM layer's forget gate at `value` (Keras' unit_forget_bias, Gers et al. 2000): with 1 the
-        cell keeps its memory until it learns to forget. torch's two biases are summed, so one holds `value`."""
-        forget = slice(self.hidden_size, 2 * self.hidden_size)  # torch's gate order: input, forget, cell, output
+    def _set_forget_bias(self, gate: int, value: float) -> None:
+        """Start every layer's forget gate (torch's gate block `gate`) at `value` (Keras' unit_forget_bias, Gers et
+        al. 2000): with 1 the cell keeps its memory until it learns to forget. torch's two biases are summed, so one
+        holds `value`."""
+        forget = slice(gate * self.hidden_size, (gate + 1) * self.hidden_size)
         for layer in range(self.layers):
             getattr(self.rnn, f"bias_ih_l{layer}")[forget] = value
             getattr(self.rnn, f"bias_hh_l{layer}")[forget] = 0.0
@@ -54,8 +54,8 @@ class CharRNN(nn.Module):
 
     def zero_state(self, batch_size: int) -> State:
         """The all-zero starting state, as the runtime uses."""
-        zeros = torch.zeros(self.layers, batch_size, self.hidden_size)
-        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+        states = tuple(torch.zeros(self.layers, batch_size, self.hidden_size) for _ in CELLS[self.cell].state_names)
+        return states if len(states) > 1 else states[0]
 
     @property
     def parameter_count(self) -> int:

@@ -22,9 +22,12 @@ MAX_STOPS = 16
 MAX_STOP_CHARS = 256
 MAX_LOGPROBS = 20
 
-COMPLETION_FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "stream",
-                     "stream_options", "seed", "logprobs", "user", "top_k", "min_p", "repetition_penalty",
-                     "echo", "suffix", "best_of", "presence_penalty", "frequency_penalty", "logit_bias"}
+SAMPLING_FIELDS = ("temperature", "top_p", "seed", "top_k", "min_p", "repetition_penalty", "allowed", "banned",
+                   "pattern")
+"""Body fields that are seqgen.Sampling options of the same name (stop is checked against the server's caps)."""
+COMPLETION_FIELDS = {"model", "prompt", "max_tokens", "n", "stop", "stream", "stream_options", "logprobs", "user",
+                     "echo", "suffix", "best_of", "presence_penalty", "frequency_penalty", "logit_bias",
+                     *SAMPLING_FIELDS}
 UNSUPPORTED = {  # OpenAI fields seqgen accepts only at their neutral value, and what to use instead
     "echo": ((None, False), "prepend the prompt yourself"),
     "suffix": ((None,), "seqgen models only continue text"),
@@ -140,16 +143,7 @@ def parse_completion(body: dict[str, object], limits: Limits) -> Completion:
                             f"is {limits.max_n} per request (the --max-n flag)", param="n")
     max_tokens = field_value(body, "max_tokens", checks.integer, 0, limits.max_tokens)
     top_logprobs = field_value(body, "logprobs", checks.integer, 0, MAX_LOGPROBS)
-    seed = field_value(body, "seed", lambda name, value: checks.seed(value, name))
-    temperature = field_value(body, "temperature", checks.real, 0.0)
-    penalty = field_value(body, "repetition_penalty", _positive)
-    try:
-        sampling = Sampling(1.0 if temperature is None else temperature, field_value(body, "top_k", checks.integer, 1),
-                            field_value(body, "top_p", _in_unit), field_value(body, "min_p", _in_unit),
-                            1.0 if penalty is None else penalty)
-    except SeqgenError as exc:
-        raise ApiError(400, str(exc)) from None
-    stops = _stops(body)
+    sampling = _sampling(body)
     stream = _flag(body, "stream")
     options = body.get("stream_options")
     if options is not None and (not stream or not isinstance(options, dict) or set(options) - {"include_usage"}):
@@ -157,16 +151,20 @@ def parse_completion(body: dict[str, object], limits: Limits) -> Completion:
                        param="stream_options")
     include_usage = _flag(options or {}, "include_usage")
     length = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
-    choices = [Choice(prompt, length, sampling, stops, seed, j, top_logprobs) for prompt in prompts for j in range(n)]
+    choices = [Choice(prompt, length, sampling, j, top_logprobs) for prompt in prompts for j in range(n)]
     return Completion(model, prompts, n, choices, stream, include_usage, top_logprobs is not None)
 
 
-def _in_unit(name: str, value: object) -> float:
-    return checks.real(name, value, 0.0, 1.0, above=True)
-
-
-def _positive(name: str, value: object) -> float:
-    return checks.real(name, value, 0.0, above=True)
+def _sampling(body: dict[str, object]) -> Sampling:
+    """The request's sampling options, checked by seqgen.Sampling itself one field at a time, so a refusal
+    names its field (null means the default, as in OpenAI's API)."""
+    given = {name: body[name] for name in SAMPLING_FIELDS if body.get(name) is not None}
+    for name, value in given.items():
+        try:
+            Sampling.from_kwargs(**{name: value})
+        except SeqgenError as exc:
+            raise ApiError(400, str(exc), param=name) from None
+    return Sampling.from_kwargs(stop=_stops(body), **given)
 
 
 def _prompts(body: dict[str, object], limits: Limits) -> list[str]:

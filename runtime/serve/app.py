@@ -28,7 +28,7 @@ from ..errors import SeqgenError
 from ..model import Model
 from . import api
 from .api import ApiError, Completion, Limits
-from .scheduler import Job, QueueFull, Scheduler, ShuttingDown, Update
+from .scheduler import Job, QueueFull, Refused, Scheduler, ShuttingDown, Update
 
 RETRY_AFTER_S = 1
 """What a refused client is told to wait (Retry-After) before trying again."""
@@ -229,11 +229,12 @@ class Service:
             raise _error_status(exc) from None
         try:
             await asyncio.to_thread(scheduler.prepare, pending.job)
-        except SeqgenError as exc:  # a prompt the model cannot read (characters outside its vocabulary)
+        except BaseException as exc:
             scheduler.release()
-            raise ApiError(400, str(exc), param="prompt") from None
-        except BaseException:
-            scheduler.release()
+            if isinstance(exc, Refused):  # constraints that no text can meet
+                raise ApiError(400, str(exc), code="constraints_refused") from None
+            if isinstance(exc, SeqgenError):  # a prompt with characters outside the model's vocabulary
+                raise ApiError(400, str(exc), param="prompt") from None
             raise
         scheduler.submit(pending.job)
         watcher = asyncio.create_task(_until_disconnect(request.receive))

@@ -1,9 +1,11 @@
 """Continuous batching: one thread per model steps every active sequence in one graph call.
 
-A request's prompts are processed at batch 1 first (as `Model.generate` does), outside the batch;
-between steps the scheduler retires finished and abandoned rows and admits waiting requests by
-stacking their states into a fresh batched Session. Every row keeps its own Sampler, so a seeded
-request draws the same characters whichever rows it shares a step with.
+A request's prompts are processed at batch 1 first (as `Model.generate` does), outside the batch, and
+each choice's Sampler is started there (so impossible constraints are refused before the request
+queues); between steps the scheduler retires finished and abandoned rows and admits waiting requests
+by stacking their states into a fresh batched Session, and moves every row's Sampler to its new row.
+Every row keeps its own Sampler (options, random stream, penalty history, constraint state), so a
+seeded request draws the same characters whichever rows it shares a step with.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from ..errors import SeqgenError
 from ..generate import StopMatcher, prompt_session
 from ..model import Model
-from ..sampling import PENALTY_WINDOW, Sampler, Sampling, penalize
+from ..sampling import PENALTY_WINDOW, Sampler, Sampling, mask_end
 from ..session import Session
 from ..vocab import BOUNDARY
 
@@ -34,15 +36,14 @@ ABORTED = "abort"
 
 @dataclass(frozen=True)
 class Choice:
-    """What one generated sequence asks for: the prompt, its length cap, options and random stream."""
+    """What one generated sequence asks for: the prompt, its length cap, options (stop strings, seed and
+    constraints included) and random stream."""
 
     prompt: str
     max_chars: int
     sampling: Sampling
-    stops: tuple[str, ...] = ()
-    seed: int | None = None
     stream_index: int = 0
-    """Which stream of `seed` this choice draws from: 0 is the seed's own (as `Model.generate`)."""
+    """Which stream of the seed this choice draws from: 0 is the seed's own (as `Model.generate`)."""
     top_logprobs: int | None = None
     """How many most likely characters to report with log-probabilities; None reports none."""
 
@@ -65,32 +66,27 @@ class ShuttingDown(Exception):
     """The server no longer accepts requests."""
 
 
+class Refused(SeqgenError):
+    """A choice's constraints that no text can meet (seqgen.constrain's reason), found before generating."""
+
+
 def make_sampler(choice: Choice) -> Sampler:
-    """The random stream of a choice: stream 0 is seeded exactly as `Model.generate(seed=...)`; stream
-    j > 0 is the seed's j-th spawned child, which no other seed's own stream can equal."""
-    if choice.seed is None or choice.stream_index == 0:
-        return Sampler(choice.sampling, choice.seed)
-    child = np.random.SeedSequence(choice.seed, spawn_key=(choice.stream_index,))
+    """The sampler of a choice: stream 0 is seeded exactly as `Model.generate(seed=...)`; stream j > 0 is
+    the seed's j-th spawned child, which no other seed's own stream can equal."""
+    seed = choice.sampling.seed
+    if seed is None or choice.stream_index == 0:
+        return Sampler(choice.sampling)
+    child = np.random.SeedSequence(seed, spawn_key=(choice.stream_index,))
     return Sampler(choice.sampling, np.random.default_rng(child))
 
 
-def choose(sampler: Sampler, logits: np.ndarray, recent: np.ndarray, line_items: bool,
-           want_logprobs: bool) -> tuple[int, np.ndarray | None]:
-    """The server's one path from a row's logits ([1, vocab], changed in place) to its next token.
-
-    It is what `Session.sample` does for a whole batch, done for one row with that row's own sampler
-    (boundary mask, repetition penalty over `recent` ids, the sampler); with `want_logprobs`, also the
-    model's log-probabilities (after the mask, before any sampling option) for the response.
-    """
-    if not line_items:
-        logits[:, BOUNDARY] = -np.inf
-    logprobs = None
-    if want_logprobs:
-        shifted = logits[0].astype(np.float64) - logits[0].max()
-        logprobs = shifted - np.log(np.exp(shifted).sum())
-    if sampler.options.repetition_penalty != 1.0:
-        penalize(logits, recent, sampler.options.repetition_penalty)
-    return int(sampler(logits)[0]), logprobs
+def model_logprobs(logits: np.ndarray, line_items: bool) -> np.ndarray:
+    """The model's log-probabilities ([vocab]) from one row's logits ([1, vocab], left unchanged) under the
+    end rule, before any sampling option: what `logprobs` reports."""
+    row = logits.astype(np.float64)
+    mask_end(row, line_items)
+    shifted = row[0] - row[0].max()
+    return shifted - np.log(np.exp(shifted).sum())
 
 
 @dataclass
@@ -105,6 +101,8 @@ class Job:
     cancelled: bool = False
     states: list[dict[str, np.ndarray]] = field(default_factory=list)
     """Each choice's state after its prompt, filled by `Scheduler.prepare`."""
+    samplers: list[Sampler] = field(default_factory=list)
+    """Each choice's Sampler, started on its prompt by `Scheduler.prepare`."""
 
 
 @dataclass
@@ -180,12 +178,22 @@ class Scheduler:
             self._queued -= 1
 
     def prepare(self, job: Job) -> None:
-        """Process each distinct prompt of `job` once at batch 1 (slow; runs outside the scheduler thread)."""
-        states: dict[str, dict[str, np.ndarray]] = {}
+        """Process each distinct prompt of `job` once at batch 1 and start each choice's Sampler on it (slow;
+        runs outside the scheduler thread). A prompt the model cannot read raises SeqgenError, constraints that
+        no text of `max_chars` characters meets Refused, here, before the job is queued."""
+        sessions: dict[str, Session] = {}
+        samplers = []
         for choice in job.choices:
-            if choice.prompt not in states:
-                states[choice.prompt] = prompt_session(self.model, [choice.prompt]).save_state()
-        job.states = [states[choice.prompt] for choice in job.choices]
+            if choice.prompt not in sessions:
+                sessions[choice.prompt] = prompt_session(self.model, [choice.prompt])
+            sampler = make_sampler(choice)
+            try:
+                sampler.start(sessions[choice.prompt], choice.max_chars)
+            except SeqgenError as exc:
+                raise Refused(str(exc)) from None
+            samplers.append(sampler)
+        states = {prompt: session.save_state() for prompt, session in sessions.items()}
+        job.states, job.samplers = [states[choice.prompt] for choice in job.choices], samplers
 
     def submit(self, job: Job) -> None:
         """Queue a prepared job for admission; its place was taken by `reserve`."""
@@ -272,32 +280,34 @@ class Scheduler:
         rows = [self._rows[r] for r in keep]
         news: dict[int, tuple[Job, list[Update]]] = {}
         for job in admitted:
-            for index, (choice, state) in enumerate(zip(job.choices, job.states)):
+            for index, (choice, state, sampler) in enumerate(zip(job.choices, job.states, job.samplers)):
                 if choice.max_chars == 0:
                     news.setdefault(id(job), (job, []))[1].append(Update(index, "", [], "length"))
                     continue
-                matcher = StopMatcher(choice.stops) if choice.stops else None
-                rows.append(_Row(job, index, make_sampler(choice), choice.max_chars, choice.top_logprobs, matcher))
+                stops = choice.sampling.stop
+                rows.append(_Row(job, index, sampler, choice.max_chars, choice.top_logprobs,
+                                 StopMatcher(stops) if stops else None))
                 parts.append(state)
-            job.states = []
+            job.states, job.samplers = [], []
         self._post_news(news)
         self._rows = rows
         self._session = _stacked(self.model, parts) if rows else None
+        for r, row in enumerate(rows):  # each sampler carries its row's history and constraint state over
+            row.sampler.move(self._session, r)  # type: ignore[arg-type]
 
     def _step(self) -> None:
         session = self._session
         assert session is not None
         start = time.perf_counter()
-        logits = session.current()  # the session's own array: masked and penalised in place, as sample does
-        recent = session.tokens[:, -PENALTY_WINDOW:]
+        logits = session.current()
         ids = np.zeros(session.batch_size, np.int64)  # the dummy row, if any, is fed the boundary
         news: dict[int, tuple[Job, list[Update]]] = {}
-        for r, row in enumerate(self._rows):
+        for r, row in enumerate(self._rows):  # Session.sample with one Sampler per row, minus rows that ended
             if row.finished or row.job.cancelled:
                 continue  # a cancelled row is retired at the next regroup; it costs this step at most
             self.generated += 1
-            ids[r], logprobs = choose(row.sampler, logits[r : r + 1], recent[r : r + 1], self.line_items,
-                                      row.top is not None)
+            logprobs = None if row.top is None else model_logprobs(logits[r : r + 1], self.line_items)
+            ids[r] = row.sampler.choose(session, r)[0]
             update = self._advance(row, int(ids[r]), logprobs)
             if update is not None:
                 news.setdefault(id(row.job), (row.job, []))[1].append(update)
@@ -374,7 +384,8 @@ def _select(saved: dict[str, np.ndarray], rows: list[int]) -> dict[str, np.ndarr
 
 def _stacked(model: Model, parts: list[dict[str, np.ndarray]]) -> Session:
     """One Session continuing every row of `parts` (saved states). Token histories keep only the
-    repetition penalty's window, left-padded with the boundary (which the penalty leaves alone)."""
+    repetition penalty's window, left-padded with the boundary (which the penalty leaves alone); the
+    constraints' state lives in each row's Sampler (Sampler.move), not in the history."""
     width = min(PENALTY_WINDOW, max(part["tokens"].shape[1] for part in parts))
     histories = []
     for part in parts:

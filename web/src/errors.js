@@ -22,3 +22,25 @@ export function pyRepr(text) {
   }
   return quote + out + quote;
 }
+
+/** Python's repr of a JSON-like value (null, booleans, numbers, strings, arrays, plain objects). */
+export function pyValue(value) {
+  if (value === null || value === undefined) return 'None';
+  if (value === true) return 'True';
+  if (value === false) return 'False';
+  if (typeof value === 'string') return pyRepr(value);
+  if (typeof value === 'number') return Number.isNaN(value) ? 'nan' : { Infinity: 'inf', '-Infinity': '-inf' }[value] ?? String(value);
+  if (typeof value === 'bigint') return String(value);
+  if (typeof value !== 'object') return String(value);
+  if (Array.isArray(value)) return `[${value.map(pyValue).join(', ')}]`;
+  return `{${Object.entries(value).map(([k, v]) => `${pyRepr(k)}: ${pyValue(v)}`).join(', ')}}`;
+}
+
+/** Python's order of text (by code point), which is not JavaScript's (by UTF-16 unit) beyond U+FFFF. */
+export function byCodePoint(a, b) {
+  const [x, y] = [[...a], [...b]];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] !== y[i]) return x[i].codePointAt(0) - y[i].codePointAt(0);
+  }
+  return x.length - y.length;
+}

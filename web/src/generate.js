@@ -1,13 +1,12 @@
 /** Text generation: a prompt in, new characters out, one step per character (runtime/generate.py). */
 import { SeqgenError } from './errors.js';
 import { Sampler, samplingOptions } from './sampling.js';
-import { checkSeed } from './pcg64.js';
 import { BOUNDARY } from './vocab.js';
 
 /** The options `stream` and `generate` take, with their defaults. */
 export const GENERATE_DEFAULTS = Object.freeze({
   maxNewChars: 200, temperature: 1.0, topK: null, topP: null, minP: null, repetitionPenalty: 1.0, stop: null,
-  seed: null,
+  seed: null, allowed: null, banned: null, pattern: null,
 });
 
 /** Options with defaults filled in; unknown names (typos) are refused rather than ignored. */
@@ -30,16 +29,6 @@ export function checkLength(maxNewChars) {
     throw new SeqgenError(`maxNewChars must be an integer >= 0, got ${maxNewChars}`);
   }
   return maxNewChars;
-}
-
-/** The `stop` option as an array of non-empty strings. */
-export function stopStrings(stop) {
-  if (stop === null) return [];
-  const stops = typeof stop === 'string' ? [stop] : Array.isArray(stop) ? stop : null;
-  if (stops === null || stops.some((s) => typeof s !== 'string' || s === '')) {
-    throw new SeqgenError('stop strings must be non-empty text; remove the empty one');
-  }
-  return stops;
 }
 
 /** Holds back text that may be the start of a stop string, so a stop string is never emitted. */
@@ -81,16 +70,18 @@ export class StopMatcher {
   }
 }
 
-/** Yield new text after `prompt` as it is made (stop strings are never emitted). */
+/**
+ * Yield new text after `prompt` as it is made (stop strings are never emitted). Options are checked, the
+ * prompt fed, and impossible constraints refused, before any text is made (the Python runtime's order).
+ */
 export async function* streamText(model, prompt, options) {
-  const { maxNewChars, temperature, topK, topP, minP, repetitionPenalty, stop, seed } = generateOptions(options);
-  const sampling = samplingOptions({ temperature, topK, topP, minP, repetitionPenalty });
-  const stops = stopStrings(stop);
+  const { maxNewChars, ...sampling } = generateOptions(options);
+  const sampler = new Sampler(samplingOptions(sampling));
   checkLength(maxNewChars);
-  const sampler = new Sampler(sampling, checkSeed(seed));
   const session = model.session();
   await session.feed(prompt);
-  const matcher = new StopMatcher(stops);
+  await sampler.start(session, maxNewChars);
+  const matcher = new StopMatcher(sampler.options.stop);
   for (let i = 0; i < maxNewChars; i++) {
     const token = await session.sample(sampler);
     if (token === BOUNDARY) break;

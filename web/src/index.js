@@ -14,4 +14,4 @@ export { Session } from './session.js';
 export { Sampler, samplingOptions } from './sampling.js';
 export { PCG64 } from './pcg64.js';
 export { Vocabulary, BOUNDARY } from './vocab.js';
-export { readModelFile, crc32, verifyChecksum } from './modelfile.js';
+export { readModelFile, crc32, fileChecksum } from './modelfile.js';

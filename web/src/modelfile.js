@@ -2,23 +2,30 @@
  * The seqgen model file (docs/model-format.md) read from its bytes: metadata, vocabulary and the checks
  * the Python runtime makes (runtime/modelfile.py) before onnxruntime sees the graph.
  */
-import { SeqgenError, pyRepr } from './errors.js';
-import { BYTES, VARINT, WireError, fields } from './wire.js';
+import { SeqgenError, byCodePoint, pyRepr } from './errors.js';
+import { checkAgainstGraph, graphFacts } from './graph.js';
+import { BYTES, WireError, fields, records } from './wire.js';
 import { Vocabulary } from './vocab.js';
 
 export const FORMAT_VERSION = 1;
 export const CELLS = ['rnn_tanh', 'rnn_relu', 'lstm', 'gru'];
 export const PREFIX = 'seqgen.';
 const REQUIRED_KEYS = ['format_version', 'vocabulary', 'cell', 'layers', 'hidden_size', 'embedding_size', 'vocab_size'];
-const TEXT_KEYS = new Set(['graph_crc32', 'graph_sha256', 'corpus', 'corpus_sha256', 'created', 'seqgen_version']);
+/** The key of the checksum that covers the whole file, its seqgen metadata included. */
+export const CHECKSUM_KEY = 'file_crc32';
+/** Metadata that is text even when it reads as a number (a hex digest of digits only, a file named 2024). */
+const TEXT_KEYS = new Set([CHECKSUM_KEY, 'graph_crc32', 'graph_sha256', 'corpus', 'corpus_sha256', 'created',
+  'seqgen_version']);
 const MAX_LAYERS = 64;
 const MAX_HIDDEN = 65_536;
 const MAX_VOCAB = 1_114_113;
+/** Deepest nesting of a JSON metadata value (the training configuration needs 3). */
+export const MAX_JSON_DEPTH = 32;
+const FLAGS = { true: true, false: false };
+const QUANTIZATIONS = { none: false, int8: true };
 
 /** Field numbers of onnx.proto that the checks below read. */
-const FIELD = Object.freeze({
-  modelGraph: 7, modelMetadata: 14, graphInitializer: 5, graphInput: 11, tensorExternalData: 13, tensorDataLocation: 14,
-});
+const FIELD = Object.freeze({ modelGraph: 7, modelMetadata: 14 });
 
 /** The graph's recurrent state inputs for a cell type (outputs add "_out"). */
 export function stateNames(cell) {
@@ -35,42 +42,35 @@ const CRC_TABLE = (() => {
   return table;
 })();
 
+/** zlib's crc32(bytes, crc): the CRC-32 of `bytes` continued from `crc` (an unsigned 32-bit number). */
+export function crc32Update(bytes, crc = 0) {
+  let c = ~crc >>> 0;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
 /** zlib's CRC-32 of some bytes, as 8 lowercase hex digits. */
 export function crc32(bytes) {
-  let crc = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) crc = CRC_TABLE[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);
-  return ((crc ^ 0xffffffff) >>> 0).toString(16).padStart(8, '0');
+  return hex(crc32Update(bytes));
 }
+
+const hex = (crc) => crc.toString(16).padStart(8, '0');
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const encoder = new TextEncoder();
 
 /**
- * The file's integrity check, today's scheme of docs/model-format.md in one place: CRC-32 of the
- * serialized GraphProto against `graph_crc32`; files from before it carry only `graph_sha256`.
+ * Metadata (a Map, in file order), the graph's bytes and (with `checksum`) the file's `file_crc32`
+ * (docs/model-format.md: every top-level field but the metadata, then the seqgen metadata in order of key,
+ * each text as its UTF-8 length in 4 little-endian bytes and its bytes), in one pass. Throws WireError for
+ * bytes that are not protobuf, SeqgenError for a seqgen key given twice.
  */
-export async function verifyChecksum(source, graph, metadata) {
-  let intact = true;
-  const crc = metadata[PREFIX + 'graph_crc32'];
-  const sha = metadata[PREFIX + 'graph_sha256'];
-  if (crc !== undefined) {
-    intact = crc32(graph) === crc.toLowerCase();
-  } else if (sha !== undefined) {
-    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', graph));
-    intact = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('') === sha.toLowerCase();
-  }
-  if (!intact) {
-    throw new SeqgenError(`${source}: weights do not match their recorded checksum; the file is corrupted, get it again`);
-  }
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/** Metadata and the graph's bytes; throws WireError for bytes that are not protobuf. */
-function scan(data) {
-  const metadata = {};
+function scan(data, checksum) {
+  const metadata = new Map();
   let graph = null;
-  for (const [number, kind, value] of fields(data)) {
-    if (number === FIELD.modelGraph && kind === BYTES) {
-      graph = value;
-    } else if (number === FIELD.modelMetadata && kind === BYTES) {
+  let crc = 0;
+  for (const [number, kind, value, raw] of records(data)) {
+    if (number === FIELD.modelMetadata && kind === BYTES) {
       const entry = {};
       try {
         for (const [n, k, v] of fields(value)) if (k === BYTES) entry[n] = utf8.decode(v);
@@ -78,87 +78,105 @@ function scan(data) {
         if (error instanceof WireError) throw error;
         throw new WireError('metadata is not UTF-8');
       }
-      metadata[entry[1] ?? ''] = entry[2] ?? '';
+      const key = entry[1] ?? '';
+      if (metadata.has(key) && key.startsWith(PREFIX)) {
+        throw new SeqgenError(`metadata key ${pyRepr(key)} appears twice; the file was edited or damaged, re-export it`);
+      }
+      metadata.set(key, entry[2] ?? '');
+      continue;
     }
+    if (number === FIELD.modelGraph && kind === BYTES) graph = value;
+    if (checksum) crc = crc32Update(raw, crc);
   }
-  if (graph !== null) {
-    for (const [number, kind, value] of fields(graph)) {
-      if (number === FIELD.graphInitializer && kind === BYTES && isExternal(value)) {
-        throw new SeqgenError('model stores weights in external data files; a seqgen model is one file');
+  if (checksum) {
+    const keys = [...metadata.keys()].filter((k) => k.startsWith(PREFIX) && k !== PREFIX + CHECKSUM_KEY);
+    for (const key of keys.sort(byCodePoint)) {
+      for (const text of [key, metadata.get(key)]) {
+        const bytes = encoder.encode(text);
+        const length = new Uint8Array(4);
+        new DataView(length.buffer).setUint32(0, bytes.length, true);
+        crc = crc32Update(bytes, crc32Update(length, crc));
       }
     }
   }
-  return { metadata, graph };
+  return { metadata, graph, checksum: checksum ? hex(crc) : null };
 }
 
-function isExternal(tensor) {
-  for (const [n, k, v] of fields(tensor)) {
-    if ((n === FIELD.tensorDataLocation && k === VARINT && v === 1) || n === FIELD.tensorExternalData) return true;
-  }
-  return false;
+/** `file_crc32` of a serialized model (the Python runtime's `seqgen.modelfile.file_checksum`). */
+export function fileChecksum(data) {
+  return scan(data, true).checksum;
 }
 
-/** Sub-messages of `buf` with field number `number`. */
-function* messages(buf, number) {
-  for (const [n, k, v] of fields(buf)) if (n === number && k === BYTES) yield v;
-}
-
-/** Name and dimensions (null where dynamic) of each graph input. */
-function graphInputs(graph) {
-  const inputs = {};
-  for (const value of messages(graph, FIELD.graphInput)) {
-    let name = '';
-    const dims = [];
-    for (const [n, k, v] of fields(value)) {
-      if (n === 1 && k === BYTES) name = new TextDecoder().decode(v);
-      if (n !== 2 || k !== BYTES) continue;  // ValueInfo.type -> TypeProto.tensor_type -> shape -> dim
-      for (const tensor of messages(v, 1)) {
-        for (const shape of messages(tensor, 2)) {
-          for (const dim of messages(shape, 1)) {
-            const values = [...fields(dim)].filter(([m, j]) => m === 1 && j === VARINT).map(([, , x]) => x);
-            dims.push(values.length ? values[0] : null);
-          }
-        }
-      }
-    }
-    inputs[name] = dims;
+/**
+ * Refuse a file whose bytes or seqgen metadata changed since export; a file without a checksum is refused,
+ * so deleting it cannot switch the check off (the Python runtime's messages).
+ */
+function verifyChecksum(source, metadata, checksum) {
+  const expected = metadata.get(PREFIX + CHECKSUM_KEY);
+  if (expected === undefined) {
+    throw new SeqgenError(`${source} has no ${CHECKSUM_KEY} checksum (it was edited, or is older than this seqgen); ` +
+      're-export it, or stamp an older file of yours with seqgen.train.export.restamp');
   }
-  return inputs;
-}
-
-function checkStateInputs(source, graph, cell, layers, hidden) {
-  let inputs;
-  try {
-    inputs = graphInputs(graph);
-  } catch (error) {
-    if (!(error instanceof WireError)) throw error;
-    throw new SeqgenError(`${source} is not a readable ONNX file (damaged graph); export it again`);
-  }
-  if (('cell' in inputs) !== (cell === 'lstm')) {
-    throw new SeqgenError(`${source}: metadata says cell=${pyRepr(cell)} but the graph is ` +
-      `${'cell' in inputs ? '' : 'not '}an LSTM; the file was edited or damaged, re-export it`);
-  }
-  for (const name of ['state', 'cell']) {
-    const dims = inputs[name];
-    if (!dims || dims.length !== 3) continue;  // a malformed state input is reported when the graph is loaded
-    for (const [axis, key, declared] of [[0, 'layers', layers], [2, 'hidden_size', hidden]]) {
-      if (dims[axis] !== null && dims[axis] !== declared) {
-        throw new SeqgenError(`${source}: metadata says ${key}=${declared} but the graph's ${pyRepr(name)} input has ` +
-          `${dims[axis]}; the file was edited or damaged, re-export it`);
-      }
-    }
+  if (expected.toLowerCase() !== checksum) {
+    throw new SeqgenError(`${source}: contents do not match their recorded checksum; the file is corrupted or was ` +
+      'edited, get it again or re-export it');
   }
 }
 
-/** A metadata value as the JSON it holds (numbers, structures); text, and numbers too large for a double, stay text. */
-function decoded(value) {
+/**
+ * A metadata value as the JSON it holds (numbers, structures); text, and numbers too large for a double,
+ * stay text. Deep nesting and lone surrogates (which no output can print) are refused, as in Python.
+ */
+export function decoded(value) {
+  const tooDeep = () => new SeqgenError(`metadata value is JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
   let parsed;
   try {
     parsed = JSON.parse(value);
-  } catch {
+  } catch (error) {
+    if (error instanceof RangeError) throw tooDeep();
     return value;
   }
-  return typeof parsed === 'number' && !Number.isFinite(parsed) ? value : parsed;
+  if (typeof parsed === 'number' && !Number.isFinite(parsed)) return value;
+  const pending = [[parsed, 1]];
+  while (pending.length) {
+    const [item, depth] = pending.pop();
+    if (depth > MAX_JSON_DEPTH) throw tooDeep();
+    if (Array.isArray(item)) {
+      for (const v of item) pending.push([v, depth + 1]);
+    } else if (item !== null && typeof item === 'object') {
+      for (const [k, v] of Object.entries(item)) pending.push([k, depth], [v, depth + 1]);
+    } else if (typeof item === 'string' && !item.isWellFormed()) {
+      throw new SeqgenError('metadata value holds a lone surrogate (\\ud800-\\udfff), which is not text');
+    }
+  }
+  return parsed;
+}
+
+/** A size written in plain decimal digits ("2", never "+2", " 2", "2.0" or "٢"), within 1..limit. */
+function size(source, key, text, limit) {
+  if (!/^[0-9]{1,12}$/.test(text)) {
+    throw new SeqgenError(`${source}: metadata ${key}=${pyRepr(text)} is not a number; re-export the model`);
+  }
+  const number = Number(text);
+  if (!(number >= 1 && number <= limit)) {
+    throw new SeqgenError(`${source}: metadata ${key}=${number} is outside 1..${limit}; the file is damaged`);
+  }
+  return number;
+}
+
+/** An optional metadata word, exactly one of `values` ("false" is not true, "True" is not a value). */
+function choice(source, meta, key, values, fallback) {
+  const text = meta.get(key) ?? fallback;
+  if (!Object.hasOwn(values, text)) {
+    throw new SeqgenError(`${source}: metadata ${key}=${pyRepr(text)} is not one of ${Object.keys(values).join(', ')}; ` +
+      're-export the model');
+  }
+  return values[text];
+}
+
+/** A SeqgenError about the file, named once (as the Python runtime words it). */
+function named(source, error) {
+  return error.message.includes(source) ? error : new SeqgenError(`${source}: ${error.message}`);
 }
 
 /**
@@ -168,46 +186,46 @@ function decoded(value) {
 export async function readModelFile(bytes, source, { verify = true } = {}) {
   if (bytes.length === 0) throw new SeqgenError(`model file ${source} is empty; export or download it again`);
   let scanned;
+  let facts;
   try {
-    scanned = scan(bytes);
+    scanned = scan(bytes, verify);
+    if (scanned.graph === null) {
+      throw new SeqgenError(`${source} has no graph; it is not a complete ONNX model, export it again`);
+    }
+    facts = graphFacts(scanned.graph);
   } catch (error) {
     if (error instanceof WireError) {
       throw new SeqgenError(`${source} is not a readable ONNX file (truncated or not ONNX); export it again`);
     }
-    if (error instanceof SeqgenError) throw new SeqgenError(`${source}: ${error.message}`);
-    throw error;
+    throw error instanceof SeqgenError ? named(source, error) : error;
   }
-  const { metadata, graph } = scanned;
-  if (graph === null) {
-    throw new SeqgenError(`${source} has no graph; it is not a complete ONNX model, export it again`);
-  }
-  const missing = REQUIRED_KEYS.filter((k) => !(PREFIX + k in metadata));
+  const { metadata } = scanned;
+  const missing = REQUIRED_KEYS.filter((k) => !metadata.has(PREFIX + k));
   if (missing.length) {
     const hint = missing.length === REQUIRED_KEYS.length ? 'it is not a seqgen model' : 'its metadata is incomplete';
     throw new SeqgenError(`${source}: ${hint} (missing ${missing.join(', ')}); export it with seqgen-train export`);
   }
-  const meta = Object.fromEntries(REQUIRED_KEYS.map((k) => [k, metadata[PREFIX + k]]));
-  if (meta.format_version !== String(FORMAT_VERSION)) {
-    throw new SeqgenError(`${source}: model format version ${pyRepr(meta.format_version)} is not supported by this ` +
+  const meta = new Map([...metadata].filter(([k]) => k.startsWith(PREFIX)).map(([k, v]) => [k.slice(PREFIX.length), v]));
+  const formatVersion = meta.get('format_version');
+  const cell = meta.get('cell');
+  if (formatVersion !== String(FORMAT_VERSION)) {
+    throw new SeqgenError(`${source}: model format version ${pyRepr(formatVersion)} is not supported by this ` +
       `seqgen (reads version ${FORMAT_VERSION}); upgrade seqgen or re-export the model`);
   }
-  if (!CELLS.includes(meta.cell)) {
-    throw new SeqgenError(`${source}: unknown cell type ${pyRepr(meta.cell)}; expected one of ${CELLS.join(', ')}`);
+  if (!CELLS.includes(cell)) {
+    throw new SeqgenError(`${source}: unknown cell type ${pyRepr(cell)}; expected one of ${CELLS.join(', ')}`);
   }
   const sizes = {};
   for (const [key, limit] of [['layers', MAX_LAYERS], ['hidden_size', MAX_HIDDEN], ['embedding_size', MAX_HIDDEN],
     ['vocab_size', MAX_VOCAB]]) {
-    if (!/^\s*[+-]?\d+\s*$/.test(meta[key])) {
-      throw new SeqgenError(`${source}: metadata ${key}=${pyRepr(meta[key])} is not a number; re-export the model`);
-    }
-    sizes[key] = Number(meta[key]);
-    if (!(sizes[key] >= 1 && sizes[key] <= limit)) {
-      throw new SeqgenError(`${source}: metadata ${key}=${sizes[key]} is outside 1..${limit}; the file is damaged`);
-    }
+    sizes[key] = size(source, key, meta.get(key), limit);
   }
+  const lineItems = choice(source, meta, 'line_items', FLAGS, 'false');
+  const quantized = choice(source, meta, 'quantization', QUANTIZATIONS, 'none');
   let vocab;
   try {
-    vocab = Vocabulary.fromJson(meta.vocabulary);
+    vocab = Vocabulary.fromJson(meta.get('vocabulary'));
+    for (const [key, value] of meta) if (key !== 'vocabulary') decoded(value);
   } catch (error) {
     throw error instanceof SeqgenError ? new SeqgenError(`${source}: ${error.message}`) : error;
   }
@@ -215,16 +233,35 @@ export async function readModelFile(bytes, source, { verify = true } = {}) {
     throw new SeqgenError(`${source}: vocabulary has ${vocab.size} tokens but metadata says ` +
       `vocab_size=${sizes.vocab_size}; the file was edited or damaged, re-export it`);
   }
-  checkStateInputs(source, graph, meta.cell, sizes.layers, sizes.hidden_size);
-  if (verify) await verifyChecksum(source, graph, metadata);
+  if (lineItems && vocab.chars.some((c) => c === '\n' || c === '\r')) {
+    throw new SeqgenError(`${source}: metadata says line_items=true but the vocabulary holds a line end, which no ` +
+      'line item contains; the file was edited or damaged, re-export it');
+  }
+  try {
+    checkAgainstGraph(facts, cell, sizes.layers, sizes.hidden_size, sizes.embedding_size, sizes.vocab_size, quantized);
+  } catch (error) {
+    if (!(error instanceof SeqgenError)) throw error;
+    throw new SeqgenError(`${source}: ${error.message}; the file was edited or damaged, re-export it`);
+  }
+  if (verify) verifyChecksum(source, metadata, scanned.checksum);
   const info = {};
-  for (const [key, value] of Object.entries(metadata)) {
+  for (const [key, value] of metadata) {
     const name = key.startsWith(PREFIX) ? key.slice(PREFIX.length) : key;
-    info[name] = TEXT_KEYS.has(name) ? value : decoded(value);
+    const decodedValue = TEXT_KEYS.has(name) ? value : infoValue(value);  // a key named __proto__ stays a key
+    Object.defineProperty(info, name, { value: decodedValue, enumerable: true, writable: true, configurable: true });
   }
   info.vocabulary = vocab.chars.join('');
   return {
-    source, metadata, info, vocab, cell: meta.cell, layers: sizes.layers, hiddenSize: sizes.hidden_size,
-    embeddingSize: sizes.embedding_size, lineItems: metadata[PREFIX + 'line_items'] === 'true',
+    source, metadata: Object.fromEntries(metadata), info, vocab, cell, layers: sizes.layers,
+    hiddenSize: sizes.hidden_size, embeddingSize: sizes.embedding_size, lineItems, quantized,
   };
+}
+
+/** A value for `info`: a key outside seqgen's (not checked on load) that cannot be decoded stays text. */
+function infoValue(value) {
+  try {
+    return decoded(value);
+  } catch {
+    return value;
+  }
 }

@@ -4,7 +4,7 @@
  * further character costs one step, as in the Python runtime (runtime/session.py).
  */
 import { SeqgenError } from './errors.js';
-import { PENALTY_WINDOW, Sampler, penalize } from './sampling.js';
+import { Sampler } from './sampling.js';
 import { BOUNDARY } from './vocab.js';
 
 /** Longest run of tokens sent in one call; longer texts go in chunks so memory stays bounded. */
@@ -125,14 +125,13 @@ export class Session {
     return this.model.vocab.decode(this.history);
   }
 
-  /** Draw the next token with `sampler` (default: one unseeded sampler per session), feed it, return its id. */
+  /**
+   * Draw the next token with `sampler` (default: one unseeded sampler per session) through its whole
+   * pipeline (end rule, repetition penalty, constraints, temperature and cuts, draw), feed it, return its id.
+   */
   async sample(sampler = null) {
     if (sampler === null) sampler = this.defaultSampler ??= new Sampler();
-    const logits = await this.current();  // worked on in place: the step below replaces it
-    this.maskBoundary(logits);
-    const { repetitionPenalty } = sampler.options;
-    if (repetitionPenalty !== 1) penalize(logits, this.history.slice(-PENALTY_WINDOW), repetitionPenalty);
-    const id = sampler.draw(logits);
+    const id = await sampler.choose(this);
     await this.step(id);
     return id;
   }

@@ -1,5 +1,5 @@
 /** Character vocabulary: Unicode code points to token ids and back, with id 0 as the boundary token. */
-import { SeqgenError, pyRepr } from './errors.js';
+import { SeqgenError, pyRepr, pyValue } from './errors.js';
 
 /** Token id of the boundary: start of a text or item, end of a line item, and padding. */
 export const BOUNDARY = 0;
@@ -17,6 +17,10 @@ export class Vocabulary {
     this.chars = Object.freeze([...chars]);
     if (this.chars.some((c) => typeof c !== 'string' || [...c].length !== 1)) {
       throw new SeqgenError('vocabulary entries must be single characters; rebuild the vocabulary');
+    }
+    if (!this.chars.join('').isWellFormed()) {
+      throw new SeqgenError('vocabulary holds a lone surrogate (U+D800..U+DFFF), which no text can carry; ' +
+        'rebuild the vocabulary');
     }
     if (new Set(this.chars).size !== this.chars.length) {
       throw new SeqgenError('vocabulary has duplicate characters; rebuild the vocabulary');
@@ -77,26 +81,52 @@ export class Vocabulary {
     return token === BOUNDARY ? '' : this.chars[token - 1];
   }
 
-  /** Inverse of the Python runtime's `Vocabulary.to_json`; throws SeqgenError on anything malformed. */
+  /**
+   * Inverse of the Python runtime's `Vocabulary.to_json`, each field strictly of its type ("false" is not a
+   * boolean); throws SeqgenError (the Python runtime's messages) on anything malformed.
+   */
   static fromJson(text) {
     let data;
     try {
       data = JSON.parse(text);
     } catch {
-      data = null;
-    }
-    if (data === null || typeof data !== 'object' || typeof data.chars !== 'string' ||
-        (data.boundary ?? BOUNDARY) !== BOUNDARY) {
       throw new SeqgenError('vocabulary JSON is malformed; re-export the model');
     }
-    return new Vocabulary([...data.chars], {
-      lowercase: Boolean(data.lowercase ?? false),
+    if (data === null || typeof data !== 'object' || Array.isArray(data) || !Object.hasOwn(data, 'chars') ||
+        Object.keys(data).some((key) => !Object.hasOwn(JSON_FIELDS, key))) {
+      throw new SeqgenError('vocabulary JSON is malformed (it needs chars and only the documented keys); ' +
+        're-export the model');
+    }
+    for (const [key, value] of Object.entries(data)) {
+      const [type, nullable] = JSON_FIELDS[key];
+      const ok = (nullable && value === null) || (type === 'int' ? Number.isInteger(value) : typeof value === type);
+      if (!ok) {
+        throw new SeqgenError(`vocabulary ${key} is ${pyValue(value)}, not of its type ` +
+          `(${{ string: 'str', boolean: 'bool' }[type] ?? type}); re-export the model`);
+      }
+    }
+    if ((data.boundary ?? BOUNDARY) !== BOUNDARY) {
+      throw new SeqgenError(`vocabulary boundary must be ${BOUNDARY}; re-export the model`);
+    }
+    const vocab = new Vocabulary([...data.chars], {
+      lowercase: data.lowercase ?? false,
       order: data.order ?? 'frequency',
       unknown: data.unknown ?? 'error',
       replacement: data.replacement ?? null,
     });
+    if (vocab.lowercase && vocab.chars.some((c) => c.toLowerCase() !== c)) {
+      throw new SeqgenError('vocabulary says lowercase=true but holds upper-case characters, which lower-cased ' +
+        'text never has; re-export the model');
+    }
+    return vocab;
   }
 }
+
+/** The vocabulary JSON's keys: each one's type, and whether it may be null. */
+const JSON_FIELDS = Object.freeze({
+  chars: ['string', false], boundary: ['int', false], lowercase: ['boolean', false], order: ['string', false],
+  unknown: ['string', false], replacement: ['string', true],
+});
 
 /**
  * Line items (arrays of ids) as model inputs [boundary, chars] and targets [chars, boundary], right-padded

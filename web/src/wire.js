@@ -29,13 +29,15 @@ function varint(buf, pos) {
 }
 
 /**
- * Yield [field number, wire type, value] for each field of one message (a Uint8Array);
- * BYTES values are subarrays (views, no copy), FIXED64 values are BigInts.
+ * Yield [field number, wire type, value, the field's own bytes] for each field of one message (a
+ * Uint8Array); BYTES values are subarrays (views, no copy), FIXED64 values are BigInts. The field's
+ * bytes (key and value) let a checksum skip some fields.
  */
-export function* fields(buf) {
+export function* records(buf) {
   let pos = 0;
   const end = buf.length;
   while (pos < end) {
+    const start = pos;
     let key;
     [key, pos] = varint(buf, pos);
     const number = Math.floor(key / 8);
@@ -59,6 +61,21 @@ export function* fields(buf) {
     } else {
       throw new WireError(`unsupported wire type ${kind}`);
     }
-    yield [number, kind, value];
+    yield [number, kind, value, buf.subarray(start, pos)];
   }
+}
+
+/** Yield [field number, wire type, value] for each field of one message, as `records` without the bytes. */
+export function* fields(buf) {
+  for (const [number, kind, value] of records(buf)) yield [number, kind, value];
+}
+
+/** The integers of a packed repeated field. */
+export function varints(buf) {
+  const values = [];
+  for (let pos = 0, value; pos < buf.length;) {
+    [value, pos] = varint(buf, pos);
+    values.push(value);
+  }
+  return values;
 }

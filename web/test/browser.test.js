@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ARTIFACTS, SHIPPED, metadataEntry, openSite, reference } from './helpers.js';
+import { ARTIFACTS, SHIPPED, openSite, reference, withMetadata } from './helpers.js';
 
 const PASSAGE = 'First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n' +
   'First Citizen:\nYou are all resolved rather to die than to famish?\n';
@@ -20,7 +20,12 @@ const INPUTS = {
 /** Sampling option sets (Python names) for the seeded-parity checks; each also runs in the browser. */
 const SAMPLED = [{ seed: 1 }, { temperature: 0.8, top_k: 40, seed: 7 }, { top_p: 0.9, seed: 3 },
   { temperature: 1.3, min_p: 0.05, seed: 11 }, { repetition_penalty: 1.3, seed: 5 }, { stop: ['\n\n', 'the'], seed: 2 },
-  { temperature: 0.5, top_k: 3, top_p: 0.8, min_p: 0.1, repetition_penalty: 1.1, seed: 2n ** 64n - 1n }];
+  { temperature: 0.5, top_k: 3, top_p: 0.8, min_p: 0.1, repetition_penalty: 1.1, seed: 2n ** 64n - 1n },
+  // constraints (stage 3), alone and with the other stages and stop strings
+  { allowed: 'abcde', seed: 8 }, { banned: ['de', 'the', 'an', 'ia'], repetition_penalty: 1.2, seed: 6 },
+  { allowed: 'aeiou \n', banned: ['ee'], stop: ['ii', 'ua'], temperature: 0.7, top_k: 5, seed: 9 },
+  { allowed: 'bcdfghjklmnpqrstvwxyz', banned: 'rst', temperature: 0, seed: 1 }, { pattern: '(ab|cd|e)+f?', seed: 4 },
+  { pattern: '[a-e]{3,8}( [a-j]+)?', banned: ['aa'], temperature: 0.8, top_p: 0.9, seed: 12 }];
 const GREEDY_CHARS = 500;
 /**
  * Float models: the issue's bounds (log-probabilities also get 1e-6 relative: the alphabet model's ReLU
@@ -178,7 +183,7 @@ describe('in Chromium', () => {
     });
     const expected = {
       missing: /cannot fetch model models\/nope.onnx: HTTP 404; check the URL/, notBytes: /load takes a URL or the file's bytes/,
-      damaged: /damaged.onnx: weights do not match their recorded checksum; the file is corrupted, get it again/,
+      damaged: /damaged.onnx: contents do not match their recorded checksum; the file is corrupted or was edited, get it again/,
       k: /k must be an integer >= 1, got 0/, temperature: /temperature must be a finite number >= 0/,
       typo: /unknown option top_k; use maxNewChars, temperature, topK/, length: /maxNewChars must be an integer >= 0, got 2.5/,
       stop: /stop strings must be non-empty text/, seed: /seed must be an integer in \[0, 18446744073709551615\]/,
@@ -189,6 +194,44 @@ describe('in Chromium', () => {
       assert.match(got[name], /^SeqgenError: [^\n]+$/, name);
       assert.match(got[name], pattern, name);
     }
+  });
+
+  test('constraints are refused as in Python, before anything is generated', async () => {
+    const cases = [{ allowed: 'xyz' }, { allowed: 'a', banned: ['a'] }, { allowed: 'ab', banned: ['a', 'b'], stop: 'c' },
+      { allowed: '' }, { banned: [''] }, { temperature: 0, allowed: 'abc', maxNewChars: -1 },
+      { pattern: 'abcdefg', maxNewChars: 5 }, { pattern: 'xyz' }, { pattern: 'a|b', allowed: 'cd', banned: 'e' },
+      { pattern: '[a-j]+', stop: ['ab'], maxNewChars: 40 }, { pattern: '(?=a)' }];
+    const expected = reference(cases.map(({ maxNewChars = 10, ...options }) => ({ kind: 'generate', model: 'alphabet',
+      prompt: 'abc', n: maxNewChars, options })));
+    const got = await site.page.evaluate(async (cases) => {
+      const model = await seqgen.load('models/alphabet.onnx');
+      const messages = [];
+      for (const options of cases) {
+        try {
+          messages.push(`accepted ${await model.generate('abc', { maxNewChars: 10, ...options })}`);
+        } catch (error) {
+          messages.push(error.message);
+        }
+      }
+      const session = model.session();
+      await session.feed('abc');
+      const sampler = new seqgen.Sampler(seqgen.samplingOptions({ banned: ['de'], seed: 1 }));
+      await session.sample(sampler);
+      await session.feed('de');
+      try {
+        await session.sample(sampler);
+        messages.push('accepted');
+      } catch (error) {
+        messages.push(error.message);
+      }
+      return messages;
+    }, cases);
+    const js = (text) => text.replaceAll('max_new_chars', 'maxNewChars').replace('(see seqgen-run info)', '(see model.info.vocabulary)')
+      .replace('(seqgen-run info)', '(model.info.vocabulary)');
+    for (const [i, { error, text }] of expected.entries()) {
+      assert.equal(got[i], error ? js(error) : `accepted ${text}`, JSON.stringify(cases[i]));
+    }
+    assert.equal(got.at(-1), 'text fed after sampling began breaks the constraints; start a new Sampler for it');
   });
 
   test('demo page: bars follow the prompt, and generation streams the Python runtime\'s text', async () => {
@@ -215,16 +258,16 @@ describe('in Chromium', () => {
     await page.close();
   });
 
-  test('a graph whose logits do not fit the (consistently edited) vocabulary is refused as in Python', async () => {
+  test('a consistently edited vocabulary is refused by the graph\'s shapes, as in Python, before onnxruntime', async () => {
     const good = await readFile(join(ARTIFACTS, 'alphabet.onnx'));
     const chars = reference([{ kind: 'info', model: 'alphabet' }])[0].vocabulary;
-    const edited = Buffer.concat([good, metadataEntry('seqgen.vocabulary', JSON.stringify({ chars: chars + 'k' })),
-      metadataEntry('seqgen.vocab_size', String([...chars].length + 2))]);
+    const edited = withMetadata(good, { 'seqgen.vocabulary': JSON.stringify({ chars: chars + 'k' }),
+      'seqgen.vocab_size': String([...chars].length + 2) });
     const path = join(tmpdir(), `seqgen-edited-${process.pid}.onnx`);
     await writeFile(path, edited);
     const [expected] = reference([{ kind: 'load_error', path }]);
     await rm(path);
-    assert.match(expected, /logits have width 11 but the vocabulary has 12 tokens/);
+    assert.match(expected, /metadata says vocab_size=12 and embedding_size=\d+ but the graph's embedding tables have shapes \[\[11, \d+\]\]/);
     const got = await site.page.evaluate(async ({ bytes, path }) => {
       try {
         await seqgen.load(new Uint8Array(bytes), { name: path });

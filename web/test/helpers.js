@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { buildSite } from '../scripts/build-site.js';
 import { serve } from '../scripts/serve.js';
+import { BYTES, records } from '../src/wire.js';
 
 export const ARTIFACTS = fileURLToPath(new URL('../../artifacts/', import.meta.url));
 export const SHIPPED = ['alphabet', 'names', 'names-int8', 'shakespeare', 'shakespeare-int8'];
@@ -53,4 +54,26 @@ export function metadataEntry(key, value) {
   const field = (tag, bytes) => [tag, ...varint(bytes.length), ...bytes];
   const encode = (text) => [...new TextEncoder().encode(text)];
   return Uint8Array.from(field(0x72, [...field(0x0a, encode(key)), ...field(0x12, encode(value))]));
+}
+
+/**
+ * A model file's bytes with metadata values changed (`changes`: key -> new value, or null to remove the
+ * entry); the other fields are kept byte for byte, the checksum is not recomputed.
+ */
+export function withMetadata(bytes, changes) {
+  const parts = [];
+  const left = new Map(Object.entries(changes));
+  for (const [number, kind, value, raw] of records(bytes)) {
+    if (number !== 14 || kind !== BYTES) {
+      parts.push(raw);
+      continue;
+    }
+    const [[, , key]] = records(value);
+    const name = new TextDecoder().decode(key);
+    if (!left.has(name)) parts.push(raw);
+    else if (left.get(name) !== null) parts.push(metadataEntry(name, left.get(name)));
+    left.delete(name);
+  }
+  for (const [name, text] of left) if (text !== null) parts.push(metadataEntry(name, text));
+  return Buffer.concat(parts);
 }

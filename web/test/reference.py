@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 import seqgen
+from seqgen.modelfile import file_checksum
 
 
 def distributions(model: seqgen.Model, prompts: list[str]) -> list[list[float]]:
@@ -30,6 +31,21 @@ def score(model: seqgen.Model, text: str) -> dict[str, object]:
     return {"logprobs": result.logprobs.astype(float).tolist(), "loss": result.loss, "accuracy": result.accuracy}
 
 
+def accepts(pattern: str, chars: tuple[str, ...], texts: list[str]) -> list[bool]:
+    """Whether the runtime's table of `pattern` over `chars` fully matches each text."""
+    from seqgen.pattern import pattern_table
+
+    table, accepting, state = pattern_table(pattern, chars)
+    token = {char: i + 1 for i, char in enumerate(chars)}
+    result = []
+    for text in texts:
+        at = state
+        for char in text:
+            at = table[at, token[char]] if at >= 0 else -1
+        result.append(bool(at >= 0 and accepting[at]))
+    return result
+
+
 def error(call: object) -> str | None:
     """The SeqgenError message of a call, or None when it succeeds."""
     try:
@@ -43,6 +59,18 @@ def run(task: dict) -> object:
     kind = task["kind"]
     if kind == "random":  # numpy's generator, which the sampler draws from
         return np.random.default_rng(int(task["seed"])).random(task["n"]).tolist()
+    if kind == "checksum":  # the file_crc32 the Python runtime computes for some bytes
+        with open(task["path"], "rb") as handle:
+            return file_checksum(handle.read())
+    if kind == "sampling_error":  # the refusal of a set of sampling options ({"float": "inf"}: what JSON lacks)
+        options = {k: float(v["float"]) if isinstance(v, dict) else v for k, v in task["options"].items()}
+        return error(lambda: seqgen.Sampling(**options))
+    if kind == "pattern":  # which texts the pattern's token table (the runtime's own) accepts, or its refusal
+        chars = tuple(task["chars"])
+        result: list[bool] = []
+        message = error(lambda: result.extend(accepts(seqgen.Sampling(pattern=task["pattern"]).pattern, chars,
+                                                      task["texts"])))
+        return {"error": message} if message else {"accepts": result}
     if kind == "load_error":
         return error(lambda: seqgen.load(task["path"]))
     model = seqgen.load(task["model"])

@@ -7,11 +7,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SeqgenError } from '../src/errors.js';
 import { PCG64, checkSeed } from '../src/pcg64.js';
-import { crc32, readModelFile } from '../src/modelfile.js';
+import { crc32, fileChecksum, readModelFile } from '../src/modelfile.js';
 import { StopMatcher } from '../src/generate.js';
 import { penalize, samplingOptions } from '../src/sampling.js';
+import { patternTable } from '../src/pattern.js';
 import { BYTES, FIXED32, FIXED64, VARINT, WireError, fields } from '../src/wire.js';
-import { ARTIFACTS, SHIPPED, metadataEntry, reference } from './helpers.js';
+import { ARTIFACTS, SHIPPED, metadataEntry, reference, withMetadata } from './helpers.js';
 
 describe('wire', () => {
   test('reads each wire type, with bytes as views', () => {
@@ -64,14 +65,44 @@ describe('model file', () => {
       const at = good.findIndex((_, i) => key.every((b, j) => good[i + j] === b));
       assert.equal(good[at + key.length + 2], '1'.charCodeAt(0));  // key, then the value's tag and length
       version[at + key.length + 2] = '9'.charCodeAt(0);
+      const edit = (changes) => withMetadata(good, Object.fromEntries(Object.entries(changes).map(
+        ([key, value]) => [`seqgen.${key}`, value])));
+      const vocab = JSON.parse((await readModelFile(good, 'alphabet')).metadata['seqgen.vocabulary']);
+      const vocabulary = (changes) => edit({ vocabulary: JSON.stringify({ ...vocab, ...changes }) });
       const variants = {
         empty: new Uint8Array(0),
         text: new TextEncoder().encode('not a model at all\n'),
         truncated: good.subarray(0, good.length - 100),
         flipped,
         version,
-        cell: Buffer.concat([good, metadataEntry('seqgen.cell', 'lstm')]),  // checksums cover the graph alone
-        layers: Buffer.concat([good, metadataEntry('seqgen.layers', '3')]),
+        cell: Buffer.concat([good, metadataEntry('seqgen.cell', 'lstm')]),  // a seqgen key given twice
+        unprefixedTwice: Buffer.concat([good, metadataEntry('onnx.note', 'a'), metadataEntry('onnx.note', 'b')]),
+        noChecksum: edit({ file_crc32: null }),
+        editedMetadata: edit({ created: '2001-01-01T00:00:00Z' }),  // the graph's checks pass, the checksum not
+        graphCrcOnly: edit({ graph_crc32: '00000000' }),  // no longer checked on its own
+        plusSize: edit({ layers: '+1' }),
+        arabicDigit: edit({ hidden_size: '\u0662' }),
+        zeroSize: edit({ embedding_size: '0' }),
+        hugeSize: edit({ vocab_size: '1234567890123' }),
+        flagWord: edit({ line_items: 'True' }),
+        quantizationWord: edit({ quantization: 'int4' }),
+        quantizationLie: edit({ quantization: 'int8' }),
+        hiddenLie: edit({ hidden_size: '7' }),
+        embeddingLie: edit({ embedding_size: '3' }),
+        cellLie: edit({ cell: 'gru' }),
+        layersLie: edit({ layers: '2' }),
+        deep: edit({ training: '['.repeat(33) + ']'.repeat(33) }),
+        deepObject: edit({ training: '{"a":'.repeat(33) + '1' + '}'.repeat(33) }),
+        notDeep: edit({ training: '['.repeat(31) + ']'.repeat(31), file_crc32: null }),
+        surrogate: edit({ corpus: '"\\ud800"' }),
+        surrogateKey: edit({ training: '{"\\udc00": 1}' }),
+        vocabularyFlagText: vocabulary({ lowercase: 'false' }),
+        vocabularyExtraKey: vocabulary({ colour: 'red' }),
+        vocabularyBoundary: vocabulary({ boundary: 1 }),
+        vocabularyBoundaryBool: vocabulary({ boundary: false }),
+        vocabularyReplacement: vocabulary({ replacement: 3 }),
+        vocabularyUpper: vocabulary({ lowercase: true, chars: vocab.chars.toUpperCase() }),
+        vocabularyNotObject: edit({ vocabulary: '["abc"]' }),
       };
       const cases = Object.entries(variants);
       const tasks = [];
@@ -82,9 +113,32 @@ describe('model file', () => {
       const expected = reference(tasks);
       for (const [i, [name, bytes]] of cases.entries()) {
         const path = join(folder, `${name}.onnx`);
+        if (name === 'unprefixedTwice') {  // keys outside seqgen's mean nothing to it: accepted by both
+          assert.equal(expected[i], null);
+          await readModelFile(bytes, path);
+          continue;
+        }
         assert.ok(expected[i], `Python accepted the ${name} file`);
         await assert.rejects(readModelFile(bytes, path), (e) => e instanceof SeqgenError && e.message === expected[i], name);
       }
+    });
+
+    test('file_crc32 is the Python runtime\'s, covers the seqgen metadata, and upper case is accepted', async () => {
+      const good = await readFile(join(ARTIFACTS, 'names.onnx'));
+      const file = await readModelFile(good, 'names');
+      assert.equal(fileChecksum(good), file.metadata['seqgen.file_crc32']);
+      const edited = withMetadata(good, { 'seqgen.created': 'yesterday' });
+      assert.notEqual(fileChecksum(edited), fileChecksum(good));
+      assert.equal(fileChecksum(withMetadata(good, { 'onnx.note': 'not seqgen\'s' })), fileChecksum(good));
+      const restamped = withMetadata(edited, { 'seqgen.file_crc32': fileChecksum(edited).toUpperCase() });
+      assert.equal((await readModelFile(restamped, 'restamped')).info.created, 'yesterday');
+      await readModelFile(edited, 'unverified', { verify: false });
+      const proto = await readModelFile(withMetadata(good, Object.fromEntries([['__proto__', '{"polluted": 1}']])), 'proto');  // not seqgen's
+      assert.equal(Object.getPrototypeOf(proto.info), Object.prototype);
+      assert.deepEqual(proto.info.__proto__, { polluted: 1 });
+      await writeFile(join(folder, 'restamped.onnx'), restamped);
+      const expected = reference([{ kind: 'checksum', path: join(folder, 'restamped.onnx') }]);
+      assert.equal(expected[0], fileChecksum(restamped));
     });
   });
 });
@@ -126,19 +180,84 @@ describe('random stream', () => {
 });
 
 describe('sampling options', () => {
-  test('bad values are refused with one line naming the option', () => {
-    const bad = [[{ temperature: -1 }, /^temperature must be/], [{ temperature: Infinity }, /^temperature/],
-      [{ topK: 0 }, /^topK must be an integer >= 1/], [{ topK: 2.5 }, /^topK/], [{ topP: 0 }, /^topP must be in \(0, 1\]/],
-      [{ minP: 1.5 }, /^minP/], [{ repetitionPenalty: 0 }, /^repetitionPenalty must be/], [{ temperature: '1' }, /^temperature/]];
-    for (const [options, message] of bad) {
-      assert.throws(() => samplingOptions(options), (e) => e instanceof SeqgenError && message.test(e.message));
+  test('bad values are refused with the Python runtime\'s messages, in JavaScript names', () => {
+    const cases = [[{ temperature: -1 }, { temperature: -1 }], [{ temperature: Infinity }, { temperature: { float: 'inf' } }],
+      [{ temperature: '1' }, { temperature: '1' }], [{ temperature: true }, { temperature: true }],
+      [{ topK: 0 }, { top_k: 0 }], [{ topK: 2.5 }, { top_k: 2.5 }], [{ topP: 0 }, { top_p: 0 }],
+      [{ minP: 1.5 }, { min_p: 1.5 }], [{ repetitionPenalty: 0 }, { repetition_penalty: 0 }],
+      [{ stop: [''] }, { stop: [''] }], [{ stop: Array(65).fill('x') }, { stop: Array(65).fill('x') }],
+      [{ stop: 'x'.repeat(1001) }, { stop: 'x'.repeat(1001) }], [{ allowed: '' }, { allowed: '' }],
+      [{ allowed: 'ab'.repeat(60_000) }, { allowed: 'ab'.repeat(60_000) }], [{ banned: [3] }, { banned: [3] }],
+      [{ banned: ['y'.repeat(101)] }, { banned: ['y'.repeat(101)] }], [{ pattern: 5 }, { pattern: 5 }],
+      [{ pattern: 'a'.repeat(10_001) }, { pattern: 'a'.repeat(10_001) }], [{ pattern: ['a'] }, { pattern: ['a'] }]];
+    const expected = reference(cases.map(([, options]) => ({ kind: 'sampling_error', options })));
+    const jsName = (text) => text.replace(/top_k|top_p|min_p|repetition_penalty/, (name) =>
+      name.replace(/_(.)/g, (_, c) => c.toUpperCase()));
+    for (const [i, [options]] of cases.entries()) {
+      assert.ok(expected[i], `Python accepted ${JSON.stringify(options).slice(0, 80)}`);
+      assert.throws(() => samplingOptions(options), (e) => e instanceof SeqgenError && e.message === jsName(expected[i]),
+        expected[i]);
     }
+    assert.equal(samplingOptions({ allowed: 'cabbage' }).allowed, 'abceg');
+    assert.equal(samplingOptions({ banned: 'one' }).banned[0], 'one');
   });
 
   test('repetition penalty: each recent token once, boundary and masked tokens untouched, finite', () => {
     const logits = Float32Array.of(3, 2, -2, -Infinity, 3e38);
     penalize(logits, [0, 1, 1, 2, 3, 4], 1e-3);
     assert.deepEqual(Array.from(logits), [3, 2000, Math.fround(-0.002), -Infinity, Math.fround(3.4028234663852886e38)]);
+  });
+});
+
+describe('pattern', () => {
+  const CHARS = ['a', 'b', 'Z', '5', '_', ' ', '\n', '-', '.', 'é'];
+  /** Every text over CHARS up to `length` characters. */
+  const texts = (length) => {
+    const all = [''];
+    for (let from = 0, n = 1; n <= length; n++) {
+      const end = all.length;
+      for (let i = from; i < end; i++) for (const c of CHARS) all.push(all[i] + c);
+      from = end;
+    }
+    return all;
+  };
+  const accepts = (pattern, list) => {
+    const { table, accepting, initial } = patternTable(pattern, CHARS, 4e6, () => new Error('too large'));
+    const width = CHARS.length + 1;
+    return list.map((text) => {
+      let at = initial;
+      for (const c of text) at = at < 0 ? -1 : table[at * width + CHARS.indexOf(c) + 1];
+      return at >= 0 && accepting[at] === 1;
+    });
+  };
+
+  test('the texts a pattern fully matches are the Python runtime\'s (interegular\'s)', () => {
+    const patterns = ['a', 'ab|ba', 'a*b+', '(ab)?Z', '[ab]{2}', '[a-b5]{1,2}_', '[^a]', '[^\\w]+', '.', '.*',
+      '\\d\\w', '\\s\\S', '\\D\\W', '(a|b)*?Z+?', '(?:a|)b{,2}', '(?P<x>a|b)+', 'a{2,}', '[a\\-.]', '\\.-',
+      '[-a]', '[a-]', '[é]|\\n', '()', 'a|', '(a|(b|Z)*)+5', '[\\s\\d]', '[Z-a]', '[a^.]', '[^.]', '\\-a', 'a{0}b',
+      'a b', '|a', '(?:)Z', '[\\]a]', 'a{1,1}?'];
+    const list = texts(3);
+    const expected = reference(patterns.map((pattern) => ({ kind: 'pattern', pattern, chars: CHARS, texts: list })));
+    for (const [i, pattern] of patterns.entries()) {
+      assert.ok(expected[i].accepts, `Python refused ${pattern}: ${expected[i].error}`);
+      const got = accepts(pattern, list);
+      const differ = list.filter((_, j) => got[j] !== expected[i].accepts[j]);
+      assert.deepEqual(differ, [], pattern);
+      assert.ok(got.some((x) => x), `${pattern} accepts something`);
+    }
+  });
+
+  test('patterns Python refuses are refused with its message; others outside the subset say so', () => {
+    const refused = ['(a', 'a)', '*a', 'a**', '[a', '[z-a]', 'a{3,2}', '^a', 'a\\b', '(?=a)', '(a)\\1',
+      '(?P<x>a)(?P=x)', 'a$', '\\Aa'];
+    const expected = reference(refused.map((pattern) => ({ kind: 'pattern', pattern, chars: CHARS, texts: [] })));
+    for (const [i, pattern] of refused.entries()) {
+      assert.throws(() => samplingOptions({ pattern }), (e) => e instanceof SeqgenError && e.message === expected[i].error,
+        `${pattern}: ${expected[i].error}`);
+    }
+    for (const pattern of ['a{', '(?i)a', '[]a]', '\\x41', 'a*+', '\\0', '[\\w-z]', 'a{2000}']) {
+      assert.throws(() => samplingOptions({ pattern }), /which the browser's pattern compiler does not support yet/, pattern);
+    }
   });
 });
 
