@@ -29,20 +29,31 @@ NEVER = np.iinfo(np.int32).max
 
 
 class Trie:
-    """Matching a few words at once: a state is the longest suffix of the text that starts a word (Aho-Corasick's
-    states, found by looking suffixes up, since words are short)."""
+    """Matching a few words at once with Aho-Corasick's states: a state is the longest suffix of the text that is a
+    proper prefix of a word; failure links (the next shorter such suffix) make each step a short walk."""
 
     def __init__(self, words: Sequence[str]) -> None:
         self.words = set(words)
         self.prefixes = sorted({w[:i] for w in words for i in range(len(w))}, key=len)
         self.index = {prefix: i for i, prefix in enumerate(self.prefixes)}
         self.longest = max(map(len, words))
+        self.fail: dict[str, str | None] = {"": None}
+        for prefix in self.prefixes[1:]:  # shorter first, so every link a prefix needs is already there
+            self.fail[prefix] = self._extend(self.fail[prefix[:-1]] if len(prefix) > 1 else None, prefix[-1])
+
+    def _extend(self, state: str | None, char: str) -> str:
+        """The longest of `state + char`, `fail(state) + char`, ... that is a proper prefix; "" if none."""
+        while state is not None and state + char not in self.index:
+            state = self.fail[state]
+        return "" if state is None else state + char
 
     def step(self, prefix: str, char: str) -> tuple[str, str | None]:
         """The state after `char`, and the longest word the text now ends with (None if none)."""
-        text = prefix + char
-        ended = next((text[i:] for i in range(len(text)) if text[i:] in self.words), None)
-        return next(text[i:] for i in range(len(text) + 1) if text[i:] in self.index), ended
+        ended, state = None, prefix
+        while state is not None and ended is None:  # suffixes of the text, longest first
+            ended = state + char if state + char in self.words else None
+            state = self.fail[state]
+        return self._extend(prefix, char), ended
 
     def state_after(self, text: str) -> str:
         """The state after `text`, taking no notice of words wholly inside it."""
@@ -169,12 +180,19 @@ def _with_stops(inner_next: np.ndarray, inner_accepting: np.ndarray, starts: dic
     stopped = (-1, "")
     token = {char: i + 1 for i, char in enumerate(chars)}
 
+    memo: dict[tuple[int, str], int] = {}
+
     def run(state: int, text: str) -> int:
-        for char in text:
-            if state < 0:
-                return -1
-            state = int(inner_next[state, token[char]])
-        return state
+        """The inner state after `text` from `state` (-1: refused). Texts here are a partial stop string and a
+        character, cut, so they share prefixes: each (state, prefix) is computed once and remembered."""
+        known = len(text)
+        while known and (state, text[:known]) not in memo:
+            known -= 1
+        current = memo[(state, text[:known])] if known else state
+        for end in range(known, len(text)):
+            current = int(inner_next[current, token[text[end]]]) if current >= 0 else -1
+            memo[(state, text[: end + 1])] = current
+        return current
 
     def moves(state: tuple[int, str]) -> list[tuple[int, str] | None]:
         back, partial = state
