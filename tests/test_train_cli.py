@@ -277,10 +277,14 @@ def test_forget_bias_takes_a_number_or_torch(tmp_path: Path, monkeypatch: pytest
     chosen = []
     monkeypatch.setattr("seqgen.train.loop.train", lambda config, **_: chosen.append(config) or 1 / 0)
     for flag, expected in (("torch", None), ("2", 2.0)):
-        CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--forget-bias", flag])
+        CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--cell", "lstm", "--forget-bias", flag])
         assert chosen.pop().forget_bias == expected
+    gru = CliRunner().invoke(train_cli, ["fit", "c.txt", "--cell", "gru", "--forget-bias", "5"])
+    assert gru.exit_code == 2 and "a gru has none" in gru.stderr and not chosen
     CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next"])
     assert chosen.pop().forget_bias == 1.0
+    CliRunner().invoke(train_cli, ["fit", "--preset", "alphabet-next", "--cell", "lstm", "--forget-bias", "2"])
+    assert chosen.pop().forget_bias == 2.0
 
 
 def test_export_does_not_import_the_training_loop() -> None:

@@ -131,6 +131,9 @@ def fit(corpus: tuple[str, ...], resume: str | None, overwrite: bool, **given: o
         raise SeqgenError("--resume continues the run in its folder and --overwrite replaces it; choose one")
     if chosen.get("forget_bias") == "torch":
         chosen["forget_bias"] = None  # TrainConfig's None: torch's own initialisation
+    cell = chosen.get("cell") or (preset_options(chosen["preset"]).get("cell") if chosen.get("preset") else "lstm")
+    if "forget_bias" in given and given["forget_bias"] is not None and not resume and cell != "lstm":
+        raise SeqgenError(f"--forget-bias sets an LSTM's forget gate, and a {cell} has none; drop it")
     if resume:
         out = chosen.pop("out", resume)
         if Path(out).resolve() != Path(resume).resolve():
