@@ -7,6 +7,7 @@ is measured through the runtime on held-out sequences.
 
     python benchmarks/long_range.py [--distances 5 10 20 40 70 100] [--seeds 0 1 2] [--steps 2000] [--out docs]
     python benchmarks/long_range.py --cells lstm --forget-bias 1 --reuse docs/long-range.json --out docs
+    python benchmarks/long_range.py --report-only --reuse docs/long-range.json --out docs
 
 Rows are labelled by cell, and LSTM rows also by their starting forget-gate bias ("torch" for torch's
 initialisation); `--reuse` keeps an earlier run's rows of other labels, so one table compares them.
@@ -83,11 +84,11 @@ def run(distance: int, cell: str, seed: int, args: argparse.Namespace, folder: P
             "seconds": round(time.monotonic() - started, 1)}
 
 
-def summary(rows: list[dict[str, object]], distance: int, column: str) -> tuple[float, float, float]:
-    """Mean, worst and best held-out accuracy over seeds (a diverged run counts as chance)."""
+def summary(rows: list[dict[str, object]], distance: int, column: str) -> tuple[float, float, float] | None:
+    """Mean, worst and best held-out accuracy over seeds (a diverged run counts as chance); None if not run."""
     scores = [r["accuracy"] if r["accuracy"] == r["accuracy"] else 1 / len(KEYS)
               for r in rows if r["distance"] == distance and label(r) == column]
-    return sum(scores) / len(scores), min(scores), max(scores)
+    return (sum(scores) / len(scores), min(scores), max(scores)) if scores else None
 
 
 def write_report(rows: list[dict[str, object]], columns: list[str], args: argparse.Namespace, out: Path) -> None:
@@ -99,8 +100,9 @@ def write_report(rows: list[dict[str, object]], columns: list[str], args: argpar
     figure, axes = plt.subplots(figsize=(7, 4))
     for column in columns:
         mine = [r for r in rows if label(r) == column]
-        stats = [summary(rows, d, column) for d in args.distances]
-        axes.errorbar(args.distances, [s[0] for s in stats], yerr=[[s[0] - s[1] for s in stats],
+        distances = [d for d in args.distances if summary(rows, d, column)]
+        stats = [summary(rows, d, column) for d in distances]
+        axes.errorbar(distances, [s[0] for s in stats], yerr=[[s[0] - s[1] for s in stats],
                       [s[2] - s[0] for s in stats]], marker="o", capsize=3,
                       label=f"{column} (H={mine[0]['hidden']}, {mine[0]['parameters']} params)")
     axes.axhline(1 / len(KEYS), color="grey", linestyle=":", label="chance")
@@ -127,25 +129,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--forget-bias", type=float, default=1.0, help="LSTM forget-gate bias at the start")
     parser.add_argument("--reuse", type=Path, help="an earlier long-range.json whose rows of other labels to keep")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: report the --reuse file's rows")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for distance in args.distances:
+        for distance in [] if args.report_only else args.distances:
             for cell in args.cells:
                 for seed in args.seeds:
                     rows.append(run(distance, cell, seed, args, Path(tmp)))
                     print(json.dumps(rows[-1]), flush=True)
-    args.distances = sorted(args.distances)  # run in any order (longest first, say), reported in order
     if args.reuse:
         fresh = {label(r) for r in rows}
         rows = [r for r in json.loads(args.reuse.read_text())["rows"] if label(r) not in fresh] + rows
+    args.distances = sorted({int(r["distance"]) for r in rows})  # run in any order, reported in order
     columns = list(dict.fromkeys(label(r) for r in rows))
     print("\n| N | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
     for distance in args.distances:
-        print(f"| {distance} | " + " | ".join("{:.2f} ({:.2f}-{:.2f})".format(*summary(rows, distance, c))
-                                             for c in columns) + " |")
+        cells = [summary(rows, distance, c) for c in columns]
+        print(f"| {distance} | " + " | ".join("{:.2f} ({:.2f}-{:.2f})".format(*s) if s else "-" for s in cells) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
     write_report(rows, columns, args, args.out)
 
