@@ -225,7 +225,7 @@ def test_concurrent_clients_get_what_each_would_get_alone(server: Server) -> Non
     together = served_together(client, requests)
     alone = [completion_text(client, request) for request in requests]
     assert together == alone
-    assert server.health()["models"]["tiny"]["active"] == 0
+    wait_for(lambda: server.health()["models"]["tiny"]["active"] == 0, "the finished rows to be retired")
 
 
 def test_a_client_that_disconnects_frees_its_rows(server: Server) -> None:
