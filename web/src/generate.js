@@ -23,10 +23,13 @@ export function generateOptions(options = {}) {
   return merged;
 }
 
+/** Most characters one call generates: a session keeps every token (Python's seqgen.checks.MAX_NEW_CHARS). */
+export const MAX_NEW_CHARS = 10_000_000;
+
 /** The number of characters to generate, checked before any prompt is processed. */
 export function checkLength(maxNewChars) {
-  if (!Number.isSafeInteger(maxNewChars) || maxNewChars < 0) {
-    throw new SeqgenError(`maxNewChars must be an integer >= 0, got ${maxNewChars}`);
+  if (!Number.isSafeInteger(maxNewChars) || maxNewChars < 0 || maxNewChars > MAX_NEW_CHARS) {
+    throw new SeqgenError(`maxNewChars must be an integer in [0, ${MAX_NEW_CHARS}], got ${maxNewChars}`);
   }
   return maxNewChars;
 }

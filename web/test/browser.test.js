@@ -185,7 +185,7 @@ describe('in Chromium', () => {
       missing: /cannot fetch model models\/nope.onnx: HTTP 404; check the URL/, notBytes: /load takes a URL or the file's bytes/,
       damaged: /damaged.onnx: contents do not match their recorded checksum; the file is corrupted or was edited, get it again/,
       k: /k must be an integer >= 1, got 0/, temperature: /temperature must be a finite number >= 0/,
-      typo: /unknown option top_k; use maxNewChars, temperature, topK/, length: /maxNewChars must be an integer >= 0, got 2.5/,
+      typo: /unknown option top_k; use maxNewChars, temperature, topK/, length: /maxNewChars must be an integer in \[0, 10000000\], got 2.5/,
       stop: /stop strings must be non-empty text/, seed: /seed must be an integer in \[0, 18446744073709551615\]/,
       unknown: new RegExp(unknown.error.split('; ')[0].replace(/[.*+?^${}()|[\]\\]/g, '\\$&')),
       empty: /nothing to score: the text is empty/, state: /saved state has no 'state'/,
