@@ -44,6 +44,13 @@ def real(name: str, value: object, low: float | None = None, high: float | None 
     return number
 
 
+def text(value: object, name: str = "text") -> str:
+    """`value` if it is a str; None, bytes and numbers are refused (bytes: decode them first)."""
+    if not isinstance(value, str):
+        raise SeqgenError(f"{name} must be a str, got {type(value).__name__}; decode bytes first")
+    return value
+
+
 def seed(value: object, name: str = "seed") -> int | None:
     """A seed: None (fresh entropy) or an integer in 0..SEED_MAX."""
     return None if value is None else integer(name, value, 0, SEED_MAX)

@@ -195,7 +195,7 @@ class Model:
         non-empty line as an item from a fresh state, its end-of-item token included.
         """
         if self.file.line_items:
-            return self._score_items([line for line in text.splitlines() if line])
+            return self._score_items([line for line in checks.text(text).splitlines() if line])
         ids = self.vocab.encode(text)
         if ids.size == 0:
             raise SeqgenError("nothing to score: the text is empty (after the unknown-character policy)")

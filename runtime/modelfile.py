@@ -112,6 +112,8 @@ def resolve(model: str | Path | None) -> Path:
     name in the current folder does not shadow it (write ./name for the file); anything else is a path."""
     if model is None:
         model = DEFAULT_MODEL
+    if not isinstance(model, (str, os.PathLike)) or isinstance(os.fspath(model), bytes):
+        raise SeqgenError(f"a model is a path or a shipped model's name (text), got {type(model).__name__}")
     text = str(model)
     bare = isinstance(model, str) and "/" not in text and os.sep not in text and not text.endswith(".onnx")
     if bare and _exists(artifacts_dir() / f"{text}.onnx"):
@@ -162,6 +164,8 @@ def read(model: str | Path | None = None, *, verify: bool = True) -> ModelFile:
     The file is memory-mapped for the checks and unmapped before onnxruntime loads it by path, so
     no copy of its bytes stays in (or passes through) the Python heap: that keeps peak memory low.
     """
+    if not isinstance(verify, bool):
+        raise SeqgenError(f"verify must be True or False, got {verify!r}")
     path = resolve(model)
     _check_regular_file(path)
     try:

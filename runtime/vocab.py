@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import checks
 from .choices import ORDERS, UNKNOWN_POLICIES
 from .errors import SeqgenError
 
@@ -87,6 +88,7 @@ class Vocabulary:
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids (int64) of `text`, out-of-vocabulary characters handled by the policy."""
+        text = checks.text(text)  # every text the API takes comes through here
         if self.lowercase:
             text = text.lower()
         ids = self._ids

@@ -223,3 +223,21 @@ def test_generated_length_is_bounded_per_row_and_per_batch(tiny_model: Path) -> 
         model.generate_batch(["the"] * rows, checks.MAX_NEW_CHARS)
     result = run("generate", "the", "--model", tiny_model, "-n", checks.MAX_NEW_CHARS, "--num-samples", rows)
     assert_input_error(result, "make fewer samples")
+
+
+@pytest.mark.parametrize("value", [None, 5, b"the"])
+def test_texts_that_are_not_str_are_one_clear_error(tiny_model: Path, tiny_models: dict[str, Path],
+                                                    value: object) -> None:
+    model, items = seqgen.load(tiny_model), seqgen.load(tiny_models["lines"])
+    for call in (lambda: model.generate(value, 3), lambda: model.predict(value), lambda: model.score(value),
+                 lambda: items.score(value), lambda: model.session().feed(value),
+                 lambda: model.generate_batch([value], 3), lambda: next(model.stream(value, 3))):
+        with pytest.raises(seqgen.SeqgenError, match="must be a str, got"):
+            call()
+
+
+@pytest.mark.parametrize(("path", "verify"), [(5, True), (b"names", True), ("alphabet", "no")])
+def test_load_refuses_a_model_that_is_not_a_path_and_a_verify_that_is_not_a_bool(path: object,
+                                                                                 verify: object) -> None:
+    with pytest.raises(seqgen.SeqgenError, match=r"model is a path|verify must be True or False"):
+        seqgen.load(path, verify=verify)
