@@ -257,6 +257,16 @@ class Sampler:
         if self.options.constrained:
             raise SeqgenError("constraints need the model's vocabulary and the text so far: sample through "
                               "Session.sample or generate")
+        if not isinstance(logits, np.ndarray) or logits.ndim != 2 or logits.dtype.kind != "f" or 0 in logits.shape:
+            raise SeqgenError("logits must be a float array [batch, vocab]; take them from Session.current()")
+        if not np.isfinite(logits.max(axis=1)).all():  # all -inf, or NaN/inf anywhere in a row
+            raise SeqgenError("logits hold NaN or inf, or a row with no finite value: there is nothing to sample")
+        if history is not None:
+            ids = np.asarray(history)
+            if ids.ndim != 2 or len(ids) != len(logits) or ids.dtype.kind not in "iu" or (
+                    ids.size and (ids.min() < 0 or ids.max() >= logits.shape[1])):
+                raise SeqgenError(f"history must be token ids [batch, time] in 0..{logits.shape[1] - 1}, one row "
+                                  "per row of logits")
         self._penalize(logits, history)
         return self._draw_rows(logits)
 

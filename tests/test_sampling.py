@@ -3,6 +3,7 @@ and each option follows seqgen.checks' one rule."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from helpers import assert_input_error, run
 
 import seqgen
+from seqgen import SeqgenError
 from seqgen.sampling import Sampler, Sampling
 
 
@@ -155,3 +157,16 @@ def test_cli_seed_and_stop_follow_the_same_rule(tiny_model: Path) -> None:
     assert_input_error(run("generate", "a", "--seed", -5, "--model", tiny_model), "seed")
     assert_input_error(run("generate", "a", "--seed", 2**64, "--num-samples", 2, "--model", tiny_model), "seed")
     assert_input_error(run("generate", "a", "--stop", "x\udcff", "--model", tiny_model), "--stop", "UTF-8")
+
+
+@pytest.mark.parametrize(("logits", "history", "words"), [
+    (np.zeros(5, np.float32), None, "float array [batch, vocab]"),
+    (np.full((1, 5), np.nan, np.float32), None, "NaN or inf"),
+    (np.full((1, 5), -np.inf, np.float32), None, "no finite value"),
+    (np.zeros((1, 5), np.float32), np.array([[99]]), "history must be token ids"),
+    (np.zeros((1, 5), np.float32), np.array([[-1]]), "history must be token ids"),
+])
+def test_sampler_on_bare_logits_refuses_what_it_cannot_sample(logits: np.ndarray, history: np.ndarray | None,
+                                                             words: str) -> None:
+    with pytest.raises(SeqgenError, match=re.escape(words)):
+        Sampler(Sampling(repetition_penalty=1.2 if history is not None else 1.0, seed=0))(logits, history)
