@@ -114,6 +114,8 @@ def resolve(model: str | Path | None) -> Path:
         model = DEFAULT_MODEL
     if not isinstance(model, (str, os.PathLike)) or isinstance(os.fspath(model), bytes):
         raise SeqgenError(f"a model is a path or a shipped model's name (text), got {type(model).__name__}")
+    if not os.fspath(model).strip():
+        raise SeqgenError("the model name is empty; give a path or a shipped model's name (seqgen-run info lists them)")
     text = str(model)
     bare = isinstance(model, str) and "/" not in text and os.sep not in text and not text.endswith(".onnx")
     if bare and _exists(artifacts_dir() / f"{text}.onnx"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -37,7 +38,9 @@ def check(pattern: object) -> str:
         raise SeqgenError(f"pattern must be a regular expression of at most {MAX_PATTERN_CHARS} characters, "
                           f"got {type(pattern).__name__}")
     try:
-        parsed = re_parser.parse(pattern)
+        with warnings.catch_warnings():  # re's FutureWarning on "[[" would print a source line before the answer
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = re_parser.parse(pattern)
     except (re.error, RecursionError, OverflowError) as exc:
         raise SeqgenError(f"pattern {pattern!r} is not a valid regular expression ({exc})") from None
     refused = _not_regular(parsed)

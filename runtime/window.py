@@ -72,6 +72,8 @@ def window_length(model: Model, length: int | None = None) -> int:
         raise SeqgenError(f"{model.path} records no Keras input length (not imported from a fixed-length Keras "
                           "model); pass length=, the maxlen given to pad_sequences")
     try:
+        if not (recorded.isascii() and recorded.isdigit()):  # as strict as the file's sizes: no spaces, signs, ٨
+            raise ValueError(recorded)
         return integer(INPUT_LENGTH_KEY, int(recorded), 1, MAX_WINDOW)
     except ValueError:
         raise SeqgenError(f"{model.path}: metadata {INPUT_LENGTH_KEY}={recorded!r} is not an integer in "

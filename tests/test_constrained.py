@@ -259,3 +259,9 @@ def test_a_pattern_that_explodes_into_states_is_refused_in_bounded_time(monkeypa
     assert sys.gettrace() is None or "coverage" in repr(sys.gettrace())  # the hook is taken back
     table, _, _ = pattern_module.pattern_table("k[a-z]{3,7}", tuple("abcdefghijklmnopqrstuvwxyz"))
     assert table.shape[1] == 27
+
+
+def test_a_pattern_that_re_warns_about_prints_no_warning(tiny_model: Path) -> None:
+    pytest.importorskip("interegular")
+    result = run("generate", "--model", tiny_model, "-n", "5", "--pattern", "[[:alpha:]]+", "--seed", "1")
+    assert "FutureWarning" not in result.output and "Traceback" not in result.output

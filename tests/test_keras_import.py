@@ -347,3 +347,13 @@ def test_windowed_call_memory_is_bounded_whatever_the_window(imported: dict[str,
         keras_predict(model, [b"the quick"])
     with pytest.raises(SeqgenError, match="list"):
         keras_predict(model, None)
+
+
+@pytest.mark.parametrize("recorded", [" 8 ", "\u0668", "+8", "8.0"])
+def test_a_recorded_input_length_is_read_as_strictly_as_the_files_sizes(imported: dict[str, Path], tmp_path: Path,
+                                                                        recorded: str) -> None:
+    from helpers import edited
+
+    model = seqgen.load(edited(imported["lstm.keras"], tmp_path / "edited.onnx", keras_input_length=recorded))
+    with pytest.raises(SeqgenError, match=r"keras_input_length=.* is not an integer"):
+        keras_predict(model, ["the"])

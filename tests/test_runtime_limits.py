@@ -241,3 +241,9 @@ def test_load_refuses_a_model_that_is_not_a_path_and_a_verify_that_is_not_a_bool
                                                                                  verify: object) -> None:
     with pytest.raises(seqgen.SeqgenError, match=r"model is a path|verify must be True or False"):
         seqgen.load(path, verify=verify)
+
+
+def test_an_empty_model_name_is_named_as_such() -> None:
+    assert_input_error(run("predict", "a", "--model", ""), "model name is empty")
+    with pytest.raises(seqgen.SeqgenError, match="model name is empty"):
+        seqgen.load("  ")
