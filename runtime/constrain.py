@@ -255,8 +255,9 @@ def refuse_impossible(automaton: Automaton, states: np.ndarray, limit: int, opti
     if need >= NEVER:
         made_of = "the model's characters" + (" that are allowed" if options.allowed is not None else "")
         avoiding = ", without a banned word" if options.banned else ""
+        stops = ", and that no stop string cuts every match short" if options.stop else ""
         raise SeqgenError(f"no text made of {made_of}{avoiding} can fully match the pattern {options.pattern!r}; "
-                          "check it against the model's vocabulary (seqgen-run info)")
+                          f"check it against the model's vocabulary (seqgen-run info){stops}")
     if need > limit:
         raise SeqgenError(f"the shortest text the constraints accept has {need} characters, but max_new_chars is "
                           f"{limit}; raise max_new_chars")

@@ -265,3 +265,12 @@ def test_a_pattern_that_re_warns_about_prints_no_warning(tiny_model: Path) -> No
     pytest.importorskip("interegular")
     result = run("generate", "--model", tiny_model, "-n", "5", "--pattern", "[[:alpha:]]+", "--seed", "1")
     assert "FutureWarning" not in result.output and "Traceback" not in result.output
+
+
+def test_a_stop_string_that_cuts_every_match_short_is_named() -> None:
+    pytest.importorskip("interegular")
+    names = seqgen.load("names")
+    with pytest.raises(seqgen.SeqgenError, match="no stop string cuts every match short"):
+        names.generate("", 10, pattern="k[a-z]{3,7}", stop=["k"])
+    with pytest.raises(seqgen.SeqgenError, match=r"vocabulary \(seqgen-run info\)$"):
+        names.generate("", 10, pattern="K[a-z]{3,7}")

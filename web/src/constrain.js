@@ -246,9 +246,10 @@ export function refuseImpossible(automaton, state, limit, options, chars) {
   if (need >= NEVER) {
     const madeOf = "the model's characters" + (options.allowed !== null ? ' that are allowed' : '');
     const avoiding = options.banned.length ? ', without a banned word' : '';
+    const stops = options.stop.length ? ', and that no stop string cuts every match short' : '';
     throw new SeqgenError(`no text made of ${madeOf}${avoiding} can fully match the pattern ` +
       `${options.pattern === null ? 'None' : pyRepr(options.pattern)}; check it against the model's vocabulary ` +
-      '(model.info.vocabulary)');
+      `(model.info.vocabulary)${stops}`);
   }
   if (need > limit) {
     throw new SeqgenError(`the shortest text the constraints accept has ${need} characters, but maxNewChars is ` +
