@@ -128,6 +128,10 @@ class Session:
         ids = self._token_ids(ids)
         if ids.shape != (self.batch_size,):
             raise SeqgenError(f"step takes {self.batch_size} token id(s), one per sequence, got {list(ids.shape)}")
+        self._advance(ids)
+
+    def _advance(self, ids: np.ndarray) -> None:
+        """`step` for ids already known to be valid ([batch] int64 from a Sampler): no second check per character."""
         if self._step is None:
             self.current()
             self._step = _BoundStep(self)
@@ -204,7 +208,7 @@ class Session:
             if len(sampler) != self.batch_size or not all(isinstance(s, Sampler) for s in sampler):
                 raise SeqgenError(f"sample takes one Sampler, or a list of {self.batch_size} (one per row)")
             ids = np.concatenate([one.choose(self, row) for row, one in enumerate(sampler)])
-        self.step(ids)
+        self._advance(ids)
         return ids
 
     # -- state -------------------------------------------------------------------------------
