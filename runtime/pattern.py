@@ -12,9 +12,11 @@ are not regular.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
+import types
 import warnings
 from collections.abc import Callable
 
@@ -68,17 +70,20 @@ MAX_COMPILE_SECONDS = 3.0
 """Longest a pattern may take to become an automaton: a determinised pattern can need exponentially many states."""
 
 
-class _TooSlow(Exception):
-    """Raised inside the compile, from the trace hook, once its time is up."""
+class _TooSlow(BaseException):
+    """Raised inside the compile, from the trace hook, once its time is up (a BaseException, so that no
+    `except Exception` on the way out can swallow it)."""
 
 
-def _within_time(compile_pattern: Callable[[], object]) -> object:
-    """`compile_pattern()`, stopped at the first Python call after MAX_COMPILE_SECONDS (interegular's state
-    crawl calls Python for every transition, so it is checked often); the caller's trace hook is restored."""
+def _within_time(compile_pattern: Callable[[], object], engine_folder: str) -> object:
+    """`compile_pattern()`, stopped at the first call into the engine's own code after MAX_COMPILE_SECONDS
+    (interegular's state crawl calls Python for every transition, so it is checked often); the caller's trace
+    hook is restored. Only engine frames are stopped: a hook that raises elsewhere, say in a garbage-collector
+    callback that swallows the error, is switched off by Python and the compile would run on unbounded."""
     deadline = time.monotonic() + MAX_COMPILE_SECONDS
 
-    def hook(frame: object, event: str, arg: object) -> None:
-        if time.monotonic() > deadline:
+    def hook(frame: types.FrameType, event: str, arg: object) -> None:
+        if time.monotonic() > deadline and frame.f_code.co_filename.startswith(engine_folder):
             raise _TooSlow
 
     previous = sys.gettrace()
@@ -104,7 +109,8 @@ def pattern_table(pattern: str, chars: tuple[str, ...]) -> tuple[np.ndarray, np.
     transitions [states, vocab] (-1: refused), accepting [states], and the initial state."""
     interegular = load_engine()
     try:
-        fsm = _within_time(lambda: interegular.parse_pattern(pattern).to_fsm())  # type: ignore[attr-defined]
+        fsm = _within_time(lambda: interegular.parse_pattern(pattern).to_fsm(),  # type: ignore[attr-defined]
+                           os.path.dirname(interegular.__file__) + os.sep)  # type: ignore[attr-defined]
     except _TooSlow:
         raise SeqgenError(f"pattern {pattern!r} did not compile to an automaton within {MAX_COMPILE_SECONDS:g} s "
                           "(some short patterns need exponentially many states, e.g. [ab]*a[ab]{20}); "

@@ -3,6 +3,7 @@ banned word (even across the prompt boundary); impossible constraints are refuse
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import sys
@@ -259,6 +260,32 @@ def test_a_pattern_that_explodes_into_states_is_refused_in_bounded_time(monkeypa
     assert sys.gettrace() is None or "coverage" in repr(sys.gettrace())  # the hook is taken back
     table, _, _ = pattern_module.pattern_table("k[a-z]{3,7}", tuple("abcdefghijklmnopqrstuvwxyz"))
     assert table.shape[1] == 27
+
+
+def test_the_compile_time_limit_holds_while_other_code_swallows_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A garbage-collector callback (hypothesis installs one) runs inside the compile; a deadline raised there
+    was swallowed and switched the limit off, so CI compiled the exploding pattern to the end."""
+    pytest.importorskip("interegular")
+    from seqgen import pattern as pattern_module
+
+    monkeypatch.setattr(pattern_module, "MAX_COMPILE_SECONDS", 0.2)
+
+    def nothing() -> None:
+        pass
+
+    def slow_callback(phase: str, info: object) -> None:  # the deadline passes in here, then a Python call
+        time.sleep(0.001)
+        nothing()
+
+    gc.callbacks.append(slow_callback)
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)  # a collection, and so the callback, at nearly every allocation
+    try:
+        with pytest.raises(seqgen.SeqgenError, match=r"within 0\.2 s"):
+            pattern_module.pattern_table("[ab]*a[ab]{14}", ("a", "b"))
+    finally:
+        gc.callbacks.remove(slow_callback)
+        gc.set_threshold(*threshold)
 
 
 def test_a_pattern_that_re_warns_about_prints_no_warning(tiny_model: Path) -> None:
