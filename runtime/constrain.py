@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import SeqgenError
+from .pattern import shown
 from .vocab import BOUNDARY
 
 if TYPE_CHECKING:
@@ -256,7 +257,7 @@ def refuse_impossible(automaton: Automaton, states: np.ndarray, limit: int, opti
         made_of = "the model's characters" + (" that are allowed" if options.allowed is not None else "")
         avoiding = ", without a banned word" if options.banned else ""
         stops = ", and that no stop string cuts every match short" if options.stop else ""
-        raise SeqgenError(f"no text made of {made_of}{avoiding} can fully match the pattern {options.pattern!r}; "
+        raise SeqgenError(f"no text made of {made_of}{avoiding} can fully match the pattern {shown(options.pattern)}; "
                           f"check it against the model's vocabulary (seqgen-run info){stops}")
     if need > limit:
         raise SeqgenError(f"the shortest text the constraints accept has {need} characters, but max_new_chars is "

@@ -34,6 +34,17 @@ NOT_REGULAR = {"AT": "anchors (^ $ \\A \\Z \\b \\B)", "ASSERT": "lookarounds", "
                "GROUPREF": "backreferences", "GROUPREF_EXISTS": "conditional groups"}
 
 
+SHOWN_CHARS = 60
+"""Most characters of a pattern that a message repeats: a 10,000-character pattern is not echoed whole."""
+
+
+def shown(pattern: str | None) -> str:
+    """The pattern as a message names it: its repr, cut after SHOWN_CHARS characters with its length said."""
+    if pattern is None or len(pattern) <= SHOWN_CHARS:
+        return repr(pattern)
+    return f"{pattern[:SHOWN_CHARS]!r}... ({len(pattern)} characters)"
+
+
 def check(pattern: object) -> str:
     """`pattern` if it is text in `re` syntax that an automaton can follow, else a SeqgenError naming the fix."""
     if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
@@ -44,10 +55,10 @@ def check(pattern: object) -> str:
             warnings.simplefilter("ignore", FutureWarning)
             parsed = re_parser.parse(pattern)
     except (re.error, RecursionError, OverflowError) as exc:
-        raise SeqgenError(f"pattern {pattern!r} is not a valid regular expression ({exc})") from None
+        raise SeqgenError(f"pattern {shown(pattern)} is not a valid regular expression ({exc})") from None
     refused = _not_regular(parsed)
     if refused:
-        raise SeqgenError(f"pattern {pattern!r} uses {refused}, which constrained generation cannot follow; "
+        raise SeqgenError(f"pattern {shown(pattern)} uses {refused}, which constrained generation cannot follow; "
                           "rewrite it without them (the whole text must match, so anchors are implied)")
     return pattern
 
@@ -112,11 +123,11 @@ def pattern_table(pattern: str, chars: tuple[str, ...]) -> tuple[np.ndarray, np.
         fsm = _within_time(lambda: interegular.parse_pattern(pattern).to_fsm(),  # type: ignore[attr-defined]
                            os.path.dirname(interegular.__file__) + os.sep)  # type: ignore[attr-defined]
     except _TooSlow:
-        raise SeqgenError(f"pattern {pattern!r} did not compile to an automaton within {MAX_COMPILE_SECONDS:g} s "
+        raise SeqgenError(f"pattern {shown(pattern)} did not compile to an automaton within {MAX_COMPILE_SECONDS:g} s "
                           "(some short patterns need exponentially many states, e.g. [ab]*a[ab]{20}); "
                           "simplify it") from None
     except Exception as exc:  # interegular raises its own types for what it does not implement
-        raise SeqgenError(f"pattern {pattern!r} cannot be compiled to an automaton "
+        raise SeqgenError(f"pattern {shown(pattern)} cannot be compiled to an automaton "
                           f"({type(exc).__name__}: {exc})") from None
     states = sorted(fsm.states)
     number = {state: i for i, state in enumerate(states)}

@@ -288,6 +288,14 @@ def test_the_compile_time_limit_holds_while_other_code_swallows_errors(monkeypat
         gc.set_threshold(*threshold)
 
 
+def test_a_long_refused_pattern_is_named_by_its_start_and_length() -> None:
+    pattern = "^" + "a" * 9_999
+    with pytest.raises(seqgen.SeqgenError) as refused:
+        seqgen.Sampling(pattern=pattern)
+    message = str(refused.value)
+    assert f"'^{'a' * 59}'... (10000 characters) uses anchors" in message and len(message) < 250
+
+
 def test_a_pattern_that_re_warns_about_prints_no_warning(tiny_model: Path) -> None:
     pytest.importorskip("interegular")
     result = run("generate", "--model", tiny_model, "-n", "5", "--pattern", "[[:alpha:]]+", "--seed", "1")

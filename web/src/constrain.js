@@ -7,7 +7,7 @@
  * (counting the prompt's tail, so none appears across the prompt boundary either) and fully matches `pattern`. Stop strings end a text
  * where the text before them is accepted; their own characters are not part of it.
  */
-import { SeqgenError, pyRepr } from './errors.js';
+import { SeqgenError, shownPattern } from './errors.js';
 import { patternTable } from './pattern.js';
 import { BOUNDARY } from './vocab.js';
 
@@ -248,7 +248,7 @@ export function refuseImpossible(automaton, state, limit, options, chars) {
     const avoiding = options.banned.length ? ', without a banned word' : '';
     const stops = options.stop.length ? ', and that no stop string cuts every match short' : '';
     throw new SeqgenError(`no text made of ${madeOf}${avoiding} can fully match the pattern ` +
-      `${options.pattern === null ? 'None' : pyRepr(options.pattern)}; check it against the model's vocabulary ` +
+      `${shownPattern(options.pattern)}; check it against the model's vocabulary ` +
       `(model.info.vocabulary)${stops}`);
   }
   if (need > limit) {

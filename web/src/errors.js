@@ -23,6 +23,17 @@ export function pyRepr(text) {
   return quote + out + quote;
 }
 
+/** Most characters of a pattern a message repeats (runtime/pattern.py's SHOWN_CHARS). */
+export const SHOWN_CHARS = 60;
+
+/** A pattern as a message names it, as the Python runtime does: its repr, cut with its length said. */
+export function shownPattern(pattern) {
+  if (pattern === null) return 'None';
+  const chars = [...pattern];
+  if (chars.length <= SHOWN_CHARS) return pyRepr(pattern);
+  return `${pyRepr(chars.slice(0, SHOWN_CHARS).join(''))}... (${chars.length} characters)`;
+}
+
 /** Python's repr of a JSON-like value (null, booleans, numbers, strings, arrays, plain objects). */
 export function pyValue(value) {
   if (value === null || value === undefined) return 'None';

@@ -5,7 +5,7 @@
  * {m,} {,n} {m,n}, lazy or not), then Thompson's construction and the subset construction over the model's
  * characters. What the subset leaves out is refused with a message saying so, never read another way.
  */
-import { SeqgenError, pyRepr } from './errors.js';
+import { SeqgenError, pyRepr, shownPattern } from './errors.js';
 
 export const MAX_PATTERN_CHARS = 10_000;
 /** Largest repeat count and number of automaton nodes a pattern may build (bounded memory). */
@@ -22,7 +22,7 @@ const PUNCTUATION = /^[!-/:-@[-`{-~]$/;
 
 /** A pattern the Python runtime refuses as not regular: its message, word for word. */
 function notRegular(pattern, what) {
-  return new SeqgenError(`pattern ${pyRepr(pattern)} uses ${what}, which constrained generation cannot follow; ` +
+  return new SeqgenError(`pattern ${shownPattern(pattern)} uses ${what}, which constrained generation cannot follow; ` +
     'rewrite it without them (the whole text must match, so anchors are implied)');
 }
 
@@ -35,11 +35,11 @@ class Parser {
   }
 
   invalid(reason, at = this.i) {
-    return new SeqgenError(`pattern ${pyRepr(this.pattern)} is not a valid regular expression (${reason} at position ${at})`);
+    return new SeqgenError(`pattern ${shownPattern(this.pattern)} is not a valid regular expression (${reason} at position ${at})`);
   }
 
   unsupported(what) {
-    return new SeqgenError(`pattern ${pyRepr(this.pattern)} uses ${what}, which the browser's pattern compiler does ` +
+    return new SeqgenError(`pattern ${shownPattern(this.pattern)} uses ${what}, which the browser's pattern compiler does ` +
       'not support yet; rewrite it with characters, ., [classes], groups, |, * + ? {m,n} and the escapes ' +
       '\\d \\w \\s \\n \\t, or use the Python runtime');
   }
@@ -184,7 +184,7 @@ class Nfa {
 
   node() {
     if (this.epsilon.length >= MAX_NODES) {
-      throw new SeqgenError(`pattern ${pyRepr(this.pattern)} needs more than ${MAX_NODES} automaton nodes; use a ` +
+      throw new SeqgenError(`pattern ${shownPattern(this.pattern)} needs more than ${MAX_NODES} automaton nodes; use a ` +
         'simpler pattern');
     }
     this.epsilon.push([]);

@@ -249,7 +249,7 @@ describe('pattern', () => {
 
   test('patterns Python refuses are refused with its message; others outside the subset say so', () => {
     const refused = ['(a', 'a)', '*a', 'a**', '[a', '[z-a]', 'a{3,2}', '^a', 'a\\b', '(?=a)', '(a)\\1',
-      '(?P<x>a)(?P=x)', 'a$', '\\Aa'];
+      '(?P<x>a)(?P=x)', 'a$', '\\Aa', '^' + 'a'.repeat(100), '(' + '\u{1F600}'.repeat(70)];
     const expected = reference(refused.map((pattern) => ({ kind: 'pattern', pattern, chars: CHARS, texts: [] })));
     for (const [i, pattern] of refused.entries()) {
       assert.throws(() => samplingOptions({ pattern }), (e) => e instanceof SeqgenError && e.message === expected[i].error,
