@@ -514,7 +514,9 @@ def test_plot_passes_over_records_with_numbers_it_cannot_draw(finished: Path) ->
         handle.write("".join(line + "\n" for line in ODD_RECORDS))
     assert seqgen_train("plot", finished).exit_code == 0
     metrics.write_text("".join(line + "\n" for line in ODD_RECORDS), encoding="utf-8")
-    assert_one_line(seqgen_train("plot", finished), "metrics.jsonl")
+    assert_one_line(seqgen_train("plot", finished), "holds no record with a finite step")
+    metrics.write_text("\n", encoding="utf-8")
+    assert_one_line(seqgen_train("plot", finished), "is empty; the run has not logged")
 
 
 def test_resume_drops_edited_records_it_cannot_order(finished: Path) -> None:

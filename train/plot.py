@@ -30,8 +30,11 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     rows = [r for _, r in read_jsonl(metrics) if all(finite_number(r.get(k)) for k in fields)]
     evaluations = [r for r in rows if finite_number(r.get("val_loss"))]
     training = [r for r in rows if "val_loss" not in r] or evaluations
-    if not training:
+    if not training and not metrics.read_text(encoding="utf-8", errors="replace").strip():
         raise SeqgenError(f"{metrics} is empty; the run has not logged its first steps yet")
+    if not training:
+        raise SeqgenError(f"{metrics} holds no record with a finite step, elapsed and train_loss; it was not "
+                          "written by seqgen-train fit: plot a run folder that fit made")
     figure, panels = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for axes, key, label, scale in ((panels[0], "step", "step", 1), (panels[1], "elapsed", "minutes", 60)):
         axes.plot([r[key] / scale for r in training], [r["train_loss"] for r in training], label="train",
