@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cells import NAMES as CELLS
-from .cells import state_names as state_names
 from .errors import SeqgenError
 from .graph import GraphFacts, check_against_graph, graph_facts
 from .vocab import Vocabulary, is_text
@@ -39,8 +38,19 @@ MAX_JSON_DEPTH = 32
 FLAGS = {"true": True, "false": False}
 QUANTIZATIONS = ("none", "int8")
 
+# The step graph's input and output names (docs/model-format.md), for every module that builds or runs it.
+TOKENS_INPUT = "tokens"
+"""The token ids input, [batch, time] int64."""
+LOGITS_OUTPUT = "logits"
+"""The next-token logits output, [batch, time, vocab] float32."""
+
 # Field numbers of onnx.proto that the checks below read.
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
+
+
+def state_output(state: str) -> str:
+    """The graph output that carries state input `state` after the last token."""
+    return state + "_out"
 
 
 @dataclass(frozen=True)

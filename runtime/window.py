@@ -83,11 +83,8 @@ def window_length(model: Model, length: int | None = None) -> int:
 def _last_logits(model: Model, windows: np.ndarray) -> np.ndarray:
     """The last position's logits of each window, from a zero state; a long window runs in pieces of time that
     carry the state, so a call's logits ([rows, time, vocab]) stay within WINDOW_CELLS."""
-    shape = (model.file.layers, len(windows), model.file.hidden_size)
-    states = [np.zeros(shape, np.float32) for _ in model.state_names]
+    state = model.graph.zero_state(len(windows))
     time = max(1, WINDOW_CELLS // (len(windows) * model.vocab.size))
     for start in range(0, windows.shape[1], time):
-        feeds = {"tokens": np.ascontiguousarray(windows[:, start : start + time]),
-                 **dict(zip(model.state_names, states))}
-        logits, *states = model.ort.run(model.output_names, feeds)
+        logits, state = model.graph.run(np.ascontiguousarray(windows[:, start : start + time]), state)
     return logits[:, -1]

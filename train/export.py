@@ -21,7 +21,16 @@ from onnx import TensorProto, helper, numpy_helper
 from seqgen import __version__
 from seqgen.cells import CELLS, state_names
 from seqgen.errors import SeqgenError
-from seqgen.modelfile import CHECKSUM_KEY, FORMAT_VERSION, PREFIX, file_checksum, graph_checksums
+from seqgen.modelfile import (
+    CHECKSUM_KEY,
+    FORMAT_VERSION,
+    LOGITS_OUTPUT,
+    PREFIX,
+    TOKENS_INPUT,
+    file_checksum,
+    graph_checksums,
+    state_output,
+)
 from seqgen.vocab import Vocabulary
 
 from . import checkpoint
@@ -57,7 +66,7 @@ def build_graph(model: CharRNN) -> onnx.GraphProto:
         numpy_helper.from_array(np.array([1], np.int64), "axis1"),
     ]
     nodes = [
-        helper.make_node("Transpose", ["tokens"], ["tokens_tb"], perm=[1, 0]),
+        helper.make_node("Transpose", [TOKENS_INPUT], ["tokens_tb"], perm=[1, 0]),
         helper.make_node("Gather", ["embedding", "tokens_tb"], ["x0"]),
     ]
     attrs = {"hidden_size": hidden, **CELLS[cell].onnx_attributes}
@@ -76,25 +85,26 @@ def build_graph(model: CharRNN) -> onnx.GraphProto:
         for s in states:
             nodes.append(helper.make_node("Slice", [s, f"at{layer}", f"to{layer}"], [f"{s}{layer}"]))
             initial.append(f"{s}{layer}")
-            finals[s].append(f"{s}_out{layer}")
+            finals[s].append(f"{state_output(s)}{layer}")
         inputs = [x, f"W{layer}", f"R{layer}", f"B{layer}", "", *initial]  # "" = no sequence_lens
-        outputs = [f"y{layer}"] + [f"{s}_out{layer}" for s in states]
+        outputs = [f"y{layer}", *(finals[s][-1] for s in states)]
         nodes.append(helper.make_node(CELLS[cell].onnx_op, inputs, outputs, name=f"layer{layer}", **attrs))
         nodes.append(helper.make_node("Squeeze", [f"y{layer}", "axis1"], [f"x{layer + 1}"]))
         x = f"x{layer + 1}"
     for s in states:
-        nodes.append(helper.make_node("Concat", finals[s], [f"{s}_out"], axis=0) if layers > 1
-                     else helper.make_node("Identity", finals[s], [f"{s}_out"]))
+        nodes.append(helper.make_node("Concat", finals[s], [state_output(s)], axis=0) if layers > 1
+                     else helper.make_node("Identity", finals[s], [state_output(s)]))
     nodes += [
         helper.make_node("MatMul", [x, "head_weight"], ["scores_tb"]),
         helper.make_node("Add", ["scores_tb", "head_bias"], ["logits_tb"]),
-        helper.make_node("Transpose", ["logits_tb"], ["logits"], perm=[1, 0, 2]),
+        helper.make_node("Transpose", ["logits_tb"], [LOGITS_OUTPUT], perm=[1, 0, 2]),
     ]
     state_shape = [layers, "batch", hidden]
-    graph_inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "time"])]
+    graph_inputs = [helper.make_tensor_value_info(TOKENS_INPUT, TensorProto.INT64, ["batch", "time"])]
     graph_inputs += [helper.make_tensor_value_info(s, TensorProto.FLOAT, state_shape) for s in states]
-    graph_outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "time", model.vocab_size])]
-    graph_outputs += [helper.make_tensor_value_info(f"{s}_out", TensorProto.FLOAT, state_shape) for s in states]
+    logits_shape = ["batch", "time", model.vocab_size]
+    graph_outputs = [helper.make_tensor_value_info(LOGITS_OUTPUT, TensorProto.FLOAT, logits_shape)]
+    graph_outputs += [helper.make_tensor_value_info(state_output(s), TensorProto.FLOAT, state_shape) for s in states]
     return helper.make_graph(nodes, f"seqgen_{cell}", graph_inputs, graph_outputs, inits)
 
 
@@ -115,7 +125,7 @@ def parity(model: CharRNN, data: bytes, shapes: tuple[tuple[int, int], ...] = PA
         with torch.no_grad():
             logits, new_state = model(tokens, state)
         pairs = (state, new_state) if isinstance(state, tuple) else ((state,), (new_state,))
-        feeds = {"tokens": tokens.numpy(), **{n: t.numpy() for n, t in zip(state_names(model.cell), pairs[0])}}
+        feeds = {TOKENS_INPUT: tokens.numpy(), **{n: t.numpy() for n, t in zip(state_names(model.cell), pairs[0])}}
         got = session.run(None, feeds)
         expected = [logits.numpy(), *(t.numpy() for t in pairs[1])]
         for g, e in zip(got, expected):
