@@ -88,6 +88,11 @@ class Model:
         return self.file.line_items
 
     @property
+    def keras_input_length(self) -> int | None:
+        """The input length of the Keras model this one was imported from (seqgen.window); None if none."""
+        return self.file.keras_input_length
+
+    @property
     def info(self) -> dict[str, object]:
         """The file's metadata (format version, cell, sizes, vocabulary, training facts)."""
         return self.file.info

@@ -352,7 +352,7 @@ def test_windowed_call_memory_is_bounded_whatever_the_window(imported: dict[str,
         keras_predict(model, None)
 
 
-@pytest.mark.parametrize("recorded", [" 8 ", "\u0668", "+8", "8.0"])
+@pytest.mark.parametrize("recorded", [" 8 ", "\u0668", "+8", "8.0", "0", "1000001"])
 def test_a_recorded_input_length_is_read_as_strictly_as_the_files_sizes(imported: dict[str, Path], tmp_path: Path,
                                                                         recorded: str) -> None:
     from helpers import edited

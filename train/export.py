@@ -24,12 +24,17 @@ from seqgen.errors import SeqgenError
 from seqgen.modelfile import (
     CHECKSUM_KEY,
     FORMAT_VERSION,
+    GRAPH_CHECKSUM_KEYS,
     LOGITS_OUTPUT,
-    PREFIX,
+    PARITY_ABS_KEY,
+    PARITY_REL_KEY,
     TOKENS_INPUT,
     file_checksum,
     graph_checksums,
+    is_seqgen_key,
+    seqgen_entries,
     state_output,
+    stored_key,
 )
 from seqgen.vocab import Vocabulary
 
@@ -170,8 +175,8 @@ def export_onnx(
         "line_items": "true" if line_items else "false",
         "parameters": str(model.parameter_count),
         **graph_checksums(data),
-        "parity_max_abs_diff": f"{worst:.3g}",
-        "parity_max_rel_diff": f"{relative:.3g}",
+        PARITY_ABS_KEY: f"{worst:.3g}",
+        PARITY_REL_KEY: f"{relative:.3g}",
         "quantization": "none",
         "seqgen_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -190,12 +195,13 @@ def write_with_metadata(onnx_model: onnx.ModelProto, metadata: dict[str, str], p
 
 def stamped(onnx_model: onnx.ModelProto, metadata: dict[str, str]) -> bytes:
     """The model's bytes with `metadata` as its seqgen metadata and `file_crc32` over all of it."""
-    kept = [p for p in onnx_model.metadata_props if not p.key.startswith(PREFIX)]
+    kept = [p for p in onnx_model.metadata_props if not is_seqgen_key(p.key)]
     del onnx_model.metadata_props[:]
     onnx_model.metadata_props.extend(kept)
     for key, value in metadata.items():
-        onnx_model.metadata_props.add(key=PREFIX + key, value=value)
-    onnx_model.metadata_props.add(key=PREFIX + CHECKSUM_KEY, value=file_checksum(onnx_model.SerializeToString()))
+        onnx_model.metadata_props.add(key=stored_key(key), value=value)
+    checksum = file_checksum(onnx_model.SerializeToString())
+    onnx_model.metadata_props.add(key=stored_key(CHECKSUM_KEY), value=checksum)
     return onnx_model.SerializeToString()
 
 
@@ -204,8 +210,8 @@ def restamp(path: str | Path, out: str | Path | None = None) -> dict[str, str]:
     must still match the checksum it was exported with (`graph_crc32` or `graph_sha256`), so a damaged
     file is never blessed. Writes `out` (default: in place, atomically); returns the new metadata."""
     onnx_model = onnx.load(str(path))
-    metadata = {p.key.removeprefix(PREFIX): p.value for p in onnx_model.metadata_props if p.key.startswith(PREFIX)}
-    recorded = {k: metadata[k].lower() for k in ("graph_crc32", "graph_sha256") if k in metadata}
+    metadata = seqgen_entries((p.key, p.value) for p in onnx_model.metadata_props)
+    recorded = {k: metadata[k].lower() for k in GRAPH_CHECKSUM_KEYS if k in metadata}
     actual = graph_checksums(onnx_model.SerializeToString())
     if not recorded or any(actual[k] != v for k, v in recorded.items()):
         raise SeqgenError(f"{path}: its graph does not match a recorded graph checksum, so it cannot be stamped; "
@@ -221,7 +227,7 @@ def is_seqgen_model(path: Path) -> bool:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # protobuf's DecodeError and others: not an ONNX file at all
         return False
-    return any(p.key.startswith(PREFIX) for p in model.metadata_props)
+    return any(is_seqgen_key(p.key) for p in model.metadata_props)
 
 
 def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, dict[str, object]]:
