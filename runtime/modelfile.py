@@ -24,6 +24,9 @@ from .vocab import Vocabulary, is_text
 from .wire import BYTES, WireError, fields, records
 
 FORMAT_VERSION = 1
+"""The format's major version: what an export writes, and the newest major this seqgen reads (any minor of it)."""
+OLDEST_FORMAT_VERSION = 1
+"""The oldest major version this seqgen still reads."""
 PREFIX = "seqgen."
 REQUIRED_KEYS = ("format_version", "vocabulary", "cell", "layers", "hidden_size", "embedding_size", "vocab_size")
 DEFAULT_MODEL = "shakespeare"
@@ -314,11 +317,7 @@ def _checked(path: Path, scan: _Scan, facts: GraphFacts, verify: bool) -> ModelF
         hint = "it is not a seqgen model" if len(missing) == len(REQUIRED_KEYS) else "its metadata is incomplete"
         raise SeqgenError(f"{path}: {hint} (missing {', '.join(missing)}); export it with seqgen-train export")
     meta = seqgen_entries(metadata.items())
-    if meta["format_version"] != str(FORMAT_VERSION):
-        raise SeqgenError(
-            f"{path}: model format version {meta['format_version']!r} is not supported by this seqgen "
-            f"(reads version {FORMAT_VERSION}); upgrade seqgen or re-export the model"
-        )
+    check_format_version(path, meta["format_version"])
     if meta["cell"] not in CELLS:
         raise SeqgenError(f"{path}: unknown cell type {meta['cell']!r}; expected one of {', '.join(CELLS)}")
     sizes = {key: _size(path, key, meta[key], limit) for key, limit in (
@@ -350,6 +349,23 @@ def _checked(path: Path, scan: _Scan, facts: GraphFacts, verify: bool) -> ModelF
     return ModelFile(path=path, metadata=metadata, vocab=vocab, cell=meta["cell"], layers=sizes["layers"],
                      hidden_size=sizes["hidden_size"], embedding_size=sizes["embedding_size"], line_items=line_items,
                      quantized=quantized)
+
+
+def check_format_version(path: Path, text: str) -> None:
+    """Refuse a file this seqgen cannot read (docs/model-format.md, "Format versions"): the version is MAJOR or
+    MAJOR.MINOR; any minor of a major from OLDEST_FORMAT_VERSION to FORMAT_VERSION is read, as a newer minor
+    only adds what an older reader may ignore."""
+    numbers = text.split(".")
+    if len(numbers) > 2 or not all(n.isascii() and n.isdigit() and len(n) <= 12 for n in numbers):
+        raise SeqgenError(f"{path}: model format version {text!r} is not MAJOR or MAJOR.MINOR; the file is "
+                          "damaged, get it again or re-export it")
+    major = int(numbers[0])
+    if major > FORMAT_VERSION:
+        raise SeqgenError(f"{path}: model format version {text!r} is newer than this seqgen reads "
+                          f"(up to {FORMAT_VERSION}.x); upgrade seqgen: pip install -U seqgen")
+    if major < OLDEST_FORMAT_VERSION:
+        raise SeqgenError(f"{path}: model format version {text!r} is older than this seqgen reads (from "
+                          f"{OLDEST_FORMAT_VERSION}.x); re-export the model with this seqgen (seqgen-train export)")
 
 
 def _size(path: Path, key: str, text: str, limit: int) -> int:
