@@ -171,26 +171,26 @@ def stepping(model: seqgen.Model, token: int) -> Callable[[], Callable[[], objec
 def raw_step(model: seqgen.Model, token: int) -> Callable[[], object]:
     """onnxruntime's own cost of a step: run_with_iobinding on buffers bound once, the state not carried."""
     shape = (model.file.layers, 1, model.file.hidden_size)
-    inputs = [np.full((1, 1), token, np.int64), *(np.zeros(shape, np.float32) for _ in model.state_names)]
+    inputs = [np.full((1, 1), token, np.int64), *(np.zeros(shape, np.float32) for _ in model.graph.state_names)]
     outputs = [np.empty((1, 1, model.vocab.size), np.float32), *(np.empty(shape, np.float32) for _ in inputs[1:])]
-    binding = model.ort.io_binding()
-    for bind, names, arrays in ((binding.bind_input, ["tokens", *model.state_names], inputs),
-                                (binding.bind_output, model.output_names, outputs)):
+    binding = model.graph.io_binding()
+    for bind, names, arrays in ((binding.bind_input, [modelfile.TOKENS_INPUT, *model.graph.state_names], inputs),
+                                (binding.bind_output, model.graph.output_names, outputs)):
         for name, array in zip(names, arrays):
             bind(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
-    return lambda bound=(inputs, outputs): model.ort.run_with_iobinding(binding)  # the buffers live with it
+    return lambda bound=(inputs, outputs): model.graph.run_with_iobinding(binding)  # the buffers live with it
 
 
 def windowed(model: seqgen.Model, prompt_ids: np.ndarray) -> Callable[[], Callable[[], object]]:
     """Hand-rolled generation: each character runs the graph on the last WINDOW tokens from a zero state."""
-    zeros = {name: np.zeros((model.file.layers, 1, model.file.hidden_size), np.float32) for name in model.state_names}
+    zeros = model.graph.zero_state(1)
     skip = 0 if model.file.line_items else 1  # running-text models never pick the boundary token
 
     def make() -> Callable[[], object]:
         history = prompt_ids.tolist()
 
         def character() -> None:
-            logits = model.ort.run(["logits"], {"tokens": np.array([history[-WINDOW:]], np.int64), **zeros})[0]
+            logits = model.graph.run(np.array([history[-WINDOW:]], np.int64), zeros)[0]
             history.append(int(logits[0, -1, skip:].argmax()) + skip)
 
         return character
@@ -225,8 +225,7 @@ def torch_net(model: seqgen.Model, probe: np.ndarray) -> tuple[object, str]:
         return net, f"random weights of the same shapes (could not copy: {type(exc).__name__}: {exc})"
     with torch.no_grad():
         expected = net(torch.from_numpy(probe[None]), net.zero_state(1))[0].numpy()
-    zeros = {n: np.zeros((file.layers, 1, file.hidden_size), np.float32) for n in model.state_names}
-    got = model.ort.run(["logits"], {"tokens": probe[None], **zeros})[0]
+    got = model.graph.run(probe[None], model.graph.zero_state(1))[0]
     return net, f"weights copied from the ONNX file (logits agree to {float(np.abs(got - expected).max()):.1e})"
 
 

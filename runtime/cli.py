@@ -349,7 +349,7 @@ def generate(prompt: str, max_new_chars: int, sampling: Sampling, num_samples: i
                               for row, sample in enumerate(samples)]
         _print_json(report)
     else:
-        click.echo(("\n" if model.file.line_items else "\n\n").join(head + sample for sample in samples))
+        click.echo(("\n" if model.line_items else "\n\n").join(head + sample for sample in samples))
 
 
 def report_known(model: Model, prompt: str, max_new_chars: int, num_samples: int, known: set[str], as_json: bool,

@@ -120,6 +120,8 @@ RECURRENT = {"RNN": None, "GRU": "gru", "LSTM": "lstm", "DynamicQuantizeLSTM": "
 ACTIVATIONS = {tuple(row.onnx_attributes["activations"]): name for name, row in CELLS.items() if row.onnx_op == "RNN"}
 """The RNN operator's activation and the cell it makes."""
 MATMULS = ("MatMul", "MatMulInteger")
+STATE_NAMES = tuple(dict.fromkeys(name for row in CELLS.values() for name in row.state_names))
+"""Every cell's state inputs: whichever the graph has must have the declared layers and hidden size."""
 
 
 def _cell(node: Node) -> str:
@@ -137,6 +139,7 @@ def check_against_graph(facts: GraphFacts, cell: str, layers: int, hidden: int, 
     """Refuse metadata that the graph contradicts: the cell is the recurrent operator's, layers their
     count, the hidden size their attribute and recurrent weights' shape, the embedding and vocabulary
     sizes the embedding table's and output layer's shapes, int8 quantization the weights' type."""
+    from .modelfile import LOGITS_OUTPUT  # here: modelfile imports this module
     recurrent = [node for node in facts.nodes if node.op_type in RECURRENT]
     cells = sorted({_cell(node) for node in recurrent})
     if cells != [cell]:
@@ -150,7 +153,7 @@ def check_against_graph(facts: GraphFacts, cell: str, layers: int, hidden: int, 
         if node.attributes.get("hidden_size") != hidden or weights not in ([1, gates, hidden], [1, hidden, gates]):
             raise SeqgenError(f"metadata says hidden_size={hidden} but a recurrent layer of the graph has "
                               f"hidden_size {node.attributes.get('hidden_size')} and weights of shape {weights}")
-    for name in ("state", "cell"):
+    for name in STATE_NAMES:
         dims = facts.inputs.get(name)
         for axis, key, declared in ((0, "layers", layers), (2, "hidden_size", hidden)):
             if dims is not None and len(dims) == 3 and dims[axis] is not None and dims[axis] != declared:
@@ -162,7 +165,7 @@ def check_against_graph(facts: GraphFacts, cell: str, layers: int, hidden: int, 
                           f"embedding tables have shapes {tables or 'none'}")
     heads = [facts.initializers[n.inputs[1]][0] for n in facts.nodes
              if n.op_type in MATMULS and len(n.inputs) > 1 and n.inputs[1] in facts.initializers]
-    logits = facts.outputs.get("logits", [])
+    logits = facts.outputs.get(LOGITS_OUTPUT, [])
     if heads != [[hidden, vocab_size]] or (len(logits) == 3 and logits[2] not in (None, vocab_size)):
         raise SeqgenError(f"metadata says vocab_size={vocab_size} but the graph's output layer has shapes "
                           f"{heads or 'none'} and its logits {logits}")

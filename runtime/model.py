@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from . import checks, modelfile
 from .errors import SeqgenError
@@ -18,6 +17,7 @@ from .generate import check_length, generate_texts, prompt_session, stream_rows
 from .sampling import Sampler, Sampling
 from .sampling import options as sampling_options
 from .session import Session
+from .stepgraph import Graph
 from .vocab import IGNORE, frame_items
 
 SCORE_BATCH = 256
@@ -58,21 +58,6 @@ class Score:
         return math.exp(self.loss)
 
 
-def _ort_session(path: Path, threads: int, quantized: bool) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only: the runtime reports problems itself
-    if not quantized:  # pre-packed float weights cost ~25 MiB at H=512 for ~4% per step; int8 kernels need them
-        options.add_session_config_entry("session.disable_prepacking", "1")
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SeqgenError(f"{path}: onnxruntime cannot load the graph ({first_line}); re-export the model") from None
-
-
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the system has one): more onnxruntime
     threads than that only compete for them (1,000 threads ran 50x slower than 1)."""
@@ -83,37 +68,29 @@ def usable_cpus() -> int:
 
 
 class Model:
-    """A seqgen model ready to run on the CPU. Safe to share between threads."""
+    """A seqgen model ready to run on the CPU: its file, vocabulary and step graph. Safe to share between threads."""
 
     def __init__(self, file: modelfile.ModelFile, *, threads: int = 1) -> None:
         threads = checks.integer("threads (at most the CPUs this process may use)", threads, 1, usable_cpus())
         self.file = file
         self.vocab = file.vocab
-        self.ort = _ort_session(file.path, threads, quantized=file.quantized)
-        self.state_names = modelfile.state_names(file.cell)
-        self.output_names = ["logits"] + [f"{n}_out" for n in self.state_names]
-        self._check_signature()
-
-    def _check_signature(self) -> None:
-        inputs = {i.name: i for i in self.ort.get_inputs()}
-        outputs = {o.name: o for o in self.ort.get_outputs()}
-        wanted_in = {"tokens": ("tensor(int64)", 2), **{n: ("tensor(float)", 3) for n in self.state_names}}
-        wanted_out = {"logits": ("tensor(float)", 3), **{f"{n}_out": ("tensor(float)", 3) for n in self.state_names}}
-        for kind, have, wanted in (("input", inputs, wanted_in), ("output", outputs, wanted_out)):
-            for name, (dtype, rank) in wanted.items():
-                arg = have.get(name)
-                if arg is None or arg.type != dtype or len(arg.shape) != rank:
-                    raise SeqgenError(f"{self.path}: graph lacks {kind} {name!r} ({dtype}, rank {rank}); "
-                                      "it is not a seqgen step graph, re-export it")
-        width = outputs["logits"].shape[2]
-        if isinstance(width, int) and width != self.vocab.size:
-            raise SeqgenError(f"{self.path}: logits have width {width} but the vocabulary has {self.vocab.size} "
-                              "tokens; the file was edited or damaged, re-export it")
+        self.graph = Graph(file, threads)
 
     @property
     def path(self) -> Path:
         """The file this model was loaded from."""
         return self.file.path
+
+    @property
+    def line_items(self) -> bool:
+        """Whether the model was trained on line items (each line one item, ended by the boundary token)
+        rather than running text."""
+        return self.file.line_items
+
+    @property
+    def keras_input_length(self) -> int | None:
+        """The input length of the Keras model this one was imported from (seqgen.window); None if none."""
+        return self.file.keras_input_length
 
     @property
     def info(self) -> dict[str, object]:
@@ -150,7 +127,7 @@ class Model:
         if not texts:
             return []
         probs = prompt_session(self, texts).distribution()
-        k = min(k, self.vocab.size if self.file.line_items else self.vocab.size - 1)
+        k = min(k, self.vocab.size if self.line_items else self.vocab.size - 1)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(self.vocab.char(int(t)), float(p[t])) for t in row] for p, row in zip(probs, top)]
 
@@ -194,7 +171,7 @@ class Model:
         Running-text models score the whole text with carried state. Line-item models score each
         non-empty line as an item from a fresh state, its end-of-item token included.
         """
-        if self.file.line_items:
+        if self.line_items:
             return self._score_items([line for line in checks.text(text).splitlines() if line])
         ids = self.vocab.encode(text)
         if ids.size == 0:

@@ -13,24 +13,34 @@ import mmap
 import os
 import stat
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cells import NAMES as CELLS
-from .cells import state_names as state_names
 from .errors import SeqgenError
 from .graph import GraphFacts, check_against_graph, graph_facts
 from .vocab import Vocabulary, is_text
 from .wire import BYTES, WireError, fields, records
 
 FORMAT_VERSION = 1
+"""The format's major version: what an export writes, and the newest major this seqgen reads (any minor of it)."""
+OLDEST_FORMAT_VERSION = 1
+"""The oldest major version this seqgen still reads."""
 PREFIX = "seqgen."
 REQUIRED_KEYS = ("format_version", "vocabulary", "cell", "layers", "hidden_size", "embedding_size", "vocab_size")
 DEFAULT_MODEL = "shakespeare"
 CHECKSUM_KEY = "file_crc32"
 """The key of the checksum that covers the whole file, its seqgen metadata included."""
-TEXT_KEYS = frozenset({CHECKSUM_KEY, "graph_crc32", "graph_sha256", "corpus", "corpus_sha256", "created",
-                       "seqgen_version"})
+GRAPH_CHECKSUM_KEYS = ("graph_crc32", "graph_sha256")
+"""The keys of the checksums of the graph alone, recorded at export (see `graph_checksums`)."""
+PARITY_ABS_KEY, PARITY_REL_KEY = "parity_max_abs_diff", "parity_max_rel_diff"
+"""The keys of how far the exported float graph's outputs were from torch's (absolute, relative to their scale)."""
+KERAS_INPUT_LENGTH_KEY = "keras_input_length"
+"""The key of the Keras model's input length, recorded by import-keras (see ModelFile.keras_input_length)."""
+MAX_WINDOW = 1_000_000
+"""Longest Keras input window: a recorded input length, or one a caller asks for."""
+TEXT_KEYS = frozenset({CHECKSUM_KEY, *GRAPH_CHECKSUM_KEYS, "corpus", "corpus_sha256", "created", "seqgen_version"})
 """Metadata that is text even when it reads as a number (a hex digest of digits only, a file named 2024)."""
 # Limits that no sensible character model reaches; larger declared sizes mean a damaged or hostile file.
 MAX_LAYERS, MAX_HIDDEN, MAX_VOCAB = 64, 65_536, 1_114_113
@@ -39,8 +49,34 @@ MAX_JSON_DEPTH = 32
 FLAGS = {"true": True, "false": False}
 QUANTIZATIONS = ("none", "int8")
 
+# The step graph's input and output names (docs/model-format.md), for every module that builds or runs it.
+TOKENS_INPUT = "tokens"
+"""The token ids input, [batch, time] int64."""
+LOGITS_OUTPUT = "logits"
+"""The next-token logits output, [batch, time, vocab] float32."""
+
 # Field numbers of onnx.proto that the checks below read.
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
+
+
+def state_output(state: str) -> str:
+    """The graph output that carries state input `state` after the last token."""
+    return state + "_out"
+
+
+def stored_key(key: str) -> str:
+    """The metadata_props key under which the seqgen metadata `key` is stored."""
+    return PREFIX + key
+
+
+def is_seqgen_key(stored: str) -> bool:
+    """Whether a metadata_props key holds seqgen metadata (other programs' keys are kept but mean nothing)."""
+    return stored.startswith(PREFIX)
+
+
+def seqgen_entries(props: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The seqgen metadata among a file's metadata_props (stored key, value), keys without the prefix."""
+    return {key.removeprefix(PREFIX): value for key, value in props if is_seqgen_key(key)}
 
 
 @dataclass(frozen=True)
@@ -66,6 +102,18 @@ class ModelFile:
             info[name] = value if name in TEXT_KEYS else _decoded(value)
         info["vocabulary"] = "".join(self.vocab.chars)
         return info
+
+    @property
+    def keras_input_length(self) -> int | None:
+        """The input length of the Keras model this file was imported from; None where none is recorded.
+        Read as strictly as the sizes, when asked for (a file that records a bad one loads, and says so here)."""
+        text = self.metadata.get(stored_key(KERAS_INPUT_LENGTH_KEY))
+        if text is None:
+            return None
+        if not (text.isascii() and text.isdigit()) or len(text) > 12 or not 1 <= int(text) <= MAX_WINDOW:
+            raise SeqgenError(f"{self.path}: metadata {KERAS_INPUT_LENGTH_KEY}={text!r} is not an integer in "
+                              f"1..{MAX_WINDOW}; import the model again")
+        return int(text)
 
 
 def _decoded(value: str) -> object:
@@ -143,7 +191,7 @@ def graph_checksums(data: bytes) -> dict[str, str]:
     weights' identity."""
     for number, kind, value in fields(data):
         if number == _MODEL_GRAPH and kind == BYTES:
-            return {"graph_crc32": f"{zlib.crc32(value):08x}", "graph_sha256": _sha256(value)}
+            return dict(zip(GRAPH_CHECKSUM_KEYS, (f"{zlib.crc32(value):08x}", _sha256(value))))
     raise WireError("no graph")
 
 
@@ -245,7 +293,7 @@ def _scan(data: memoryview, *, checksum: bool) -> _Scan:
             except UnicodeDecodeError:
                 raise WireError("metadata is not UTF-8") from None
             key = entry.get(1, "")
-            if key in metadata and key.startswith(PREFIX):
+            if key in metadata and is_seqgen_key(key):
                 raise SeqgenError(f"metadata key {key!r} appears twice; the file was edited or damaged, re-export it")
             metadata[key] = entry.get(2, "")
             continue
@@ -254,7 +302,7 @@ def _scan(data: memoryview, *, checksum: bool) -> _Scan:
         if checksum:
             crc = zlib.crc32(raw, crc)
     if checksum:
-        for key in sorted(k for k in metadata if k.startswith(PREFIX) and k != PREFIX + CHECKSUM_KEY):
+        for key in sorted(k for k in metadata if is_seqgen_key(k) and k != stored_key(CHECKSUM_KEY)):
             for text in (key, metadata[key]):
                 encoded = text.encode("utf-8")
                 crc = zlib.crc32(encoded, zlib.crc32(len(encoded).to_bytes(4, "little"), crc))
@@ -264,16 +312,12 @@ def _scan(data: memoryview, *, checksum: bool) -> _Scan:
 def _checked(path: Path, scan: _Scan, facts: GraphFacts, verify: bool) -> ModelFile:
     """Every metadata fact parsed strictly by its type, tied to the graph, and covered by the checksum."""
     metadata = scan.metadata
-    missing = [k for k in REQUIRED_KEYS if PREFIX + k not in metadata]
+    missing = [k for k in REQUIRED_KEYS if stored_key(k) not in metadata]
     if missing:
         hint = "it is not a seqgen model" if len(missing) == len(REQUIRED_KEYS) else "its metadata is incomplete"
         raise SeqgenError(f"{path}: {hint} (missing {', '.join(missing)}); export it with seqgen-train export")
-    meta = {k.removeprefix(PREFIX): v for k, v in metadata.items() if k.startswith(PREFIX)}
-    if meta["format_version"] != str(FORMAT_VERSION):
-        raise SeqgenError(
-            f"{path}: model format version {meta['format_version']!r} is not supported by this seqgen "
-            f"(reads version {FORMAT_VERSION}); upgrade seqgen or re-export the model"
-        )
+    meta = seqgen_entries(metadata.items())
+    check_format_version(path, meta["format_version"])
     if meta["cell"] not in CELLS:
         raise SeqgenError(f"{path}: unknown cell type {meta['cell']!r}; expected one of {', '.join(CELLS)}")
     sizes = {key: _size(path, key, meta[key], limit) for key, limit in (
@@ -307,6 +351,23 @@ def _checked(path: Path, scan: _Scan, facts: GraphFacts, verify: bool) -> ModelF
                      quantized=quantized)
 
 
+def check_format_version(path: Path, text: str) -> None:
+    """Refuse a file this seqgen cannot read (docs/model-format.md, "Format versions"): the version is MAJOR or
+    MAJOR.MINOR; any minor of a major from OLDEST_FORMAT_VERSION to FORMAT_VERSION is read, as a newer minor
+    only adds what an older reader may ignore."""
+    numbers = text.split(".")
+    if len(numbers) > 2 or not all(n.isascii() and n.isdigit() and len(n) <= 12 for n in numbers):
+        raise SeqgenError(f"{path}: model format version {text!r} is not MAJOR or MAJOR.MINOR; the file is "
+                          "damaged, get it again or re-export it")
+    major = int(numbers[0])
+    if major > FORMAT_VERSION:
+        raise SeqgenError(f"{path}: model format version {text!r} is newer than this seqgen reads "
+                          f"(up to {FORMAT_VERSION}.x); upgrade seqgen: pip install -U seqgen")
+    if major < OLDEST_FORMAT_VERSION:
+        raise SeqgenError(f"{path}: model format version {text!r} is older than this seqgen reads (from "
+                          f"{OLDEST_FORMAT_VERSION}.x); re-export the model with this seqgen (seqgen-train export)")
+
+
 def _size(path: Path, key: str, text: str, limit: int) -> int:
     """A size written in plain decimal digits ("2", never "+2", " 2", "2.0" or "٢"), within 1..limit."""
     if not (text.isascii() and text.isdigit()) or len(text) > 12:
@@ -328,7 +389,7 @@ def _verify(path: Path, scan: _Scan) -> None:
     """Refuse a file whose bytes or seqgen metadata changed since export. A checksum stored in the same
     file guards against damage and careless edits, not tampering, so CRC-32 serves (7 ms at 13 MB, no
     OpenSSL); a file without one is refused, so deleting it cannot switch the check off."""
-    expected = scan.metadata.get(PREFIX + CHECKSUM_KEY)
+    expected = scan.metadata.get(stored_key(CHECKSUM_KEY))
     if expected is None:
         raise SeqgenError(f"{path} has no {CHECKSUM_KEY} checksum (it was edited, or is older than this seqgen); "
                           "re-export it, or stamp an older file of yours with seqgen.train.export.restamp")

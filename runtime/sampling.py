@@ -241,7 +241,7 @@ class Sampler:
         if session is not self._session or rows != self._rows:
             self.start(session, None, row)
         logits = session.current()[rows]  # worked on in place: the session's next step replaces it
-        line_items = session.model.file.line_items
+        line_items = session.model.line_items
         mask_end(logits, line_items)
         history = session.tokens[rows]
         self._penalize(logits, history)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import checks
-from .cells import bounded_names, cell
+from .cells import bounded_names
 from .errors import SeqgenError
+from .modelfile import TOKENS_INPUT
 from .sampling import Sampler, mask_end
 from .vocab import BOUNDARY
 
@@ -33,15 +34,14 @@ class Session:
         batch_size = checks.integer("batch_size", batch_size, 1, checks.MAX_BATCH)
         self.model = model
         self.batch_size = batch_size
-        shape = (model.file.layers, batch_size, model.file.hidden_size)
         # States live in fixed buffers: graph inputs, refreshed in place after every call.
-        self._state = {name: np.zeros(shape, np.float32) for name in model.state_names}
+        self._state = model.graph.zero_state(batch_size)
         self._logits: np.ndarray | None = None  # [batch, vocab] after the last token fed
         self._tokens = np.empty((batch_size, 64), np.int64)  # every token fed, boundary first; grows
         self._length = 0
         self._step = None  # the bound single-token call, made on first use
         self._default_sampler: Sampler | None = None
-        self._unbounded = not cell(model.file.cell).bounded  # a state that can overflow is checked
+        self._unbounded = not model.graph.bounded  # a state that can overflow is checked
         self.steps = 0
         """Number of calls into the graph so far (a cost counter, used by tests)."""
 
@@ -115,10 +115,9 @@ class Session:
             yield logits
 
     def _run(self, tokens: np.ndarray) -> np.ndarray:
-        feeds = {"tokens": tokens, **self._state}
-        logits, *states = self.model.ort.run(self.model.output_names, feeds)
-        for buffer, new in zip(self._state.values(), states):
-            np.copyto(buffer, new)
+        logits, states = self.model.graph.run(tokens, self._state)
+        for name, buffer in self._state.items():
+            np.copyto(buffer, states[name])
         self.steps += 1
         return logits
 
@@ -174,7 +173,7 @@ class Session:
     def distribution(self) -> np.ndarray:
         """Next-token probabilities ([batch, vocab]) under the end rule (seqgen.sampling.mask_end)."""
         logits = self.logits()
-        mask_end(logits, self.model.file.line_items)
+        mask_end(logits, self.model.line_items)
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         return probs / probs.sum(axis=1, keepdims=True)
@@ -221,8 +220,8 @@ class Session:
 
     def load_state(self, saved: dict[str, np.ndarray]) -> None:
         """Continue from arrays made by `save_state` on the same model."""
-        layers, hidden, vocab = self.model.file.layers, self.model.file.hidden_size, self.model.vocab.size
-        expected = {name: (layers, self.batch_size, hidden) for name in self.model.state_names}
+        vocab = self.model.vocab.size
+        expected = {name: buffer.shape for name, buffer in self._state.items()}
         expected["logits"] = (self.batch_size, vocab)
         if not isinstance(saved, dict):
             raise SeqgenError("load_state takes the dict that save_state returned")
@@ -252,21 +251,21 @@ class _BoundStep:
     """One token per sequence through the graph, inputs and outputs bound to fixed buffers."""
 
     def __init__(self, session: Session) -> None:
-        model, batch = session.model, session.batch_size
-        self.ort = model.ort
+        graph, batch = session.model.graph, session.batch_size
+        self.graph = graph
         self.tokens = np.zeros((batch, 1), np.int64)
-        self.logits = np.empty((batch, 1, model.vocab.size), np.float32)
-        self.copies = [(buffer, np.empty_like(buffer)) for buffer in session._state.values()]
-        self.binding = binding = model.ort.io_binding()
-        for name, array in (("tokens", self.tokens), *session._state.items()):
+        self.logits = np.empty((batch, 1, graph.vocab_size), np.float32)
+        self.copies = [(session._state[name], np.empty_like(session._state[name])) for name in graph.state_names]
+        self.binding = binding = graph.io_binding()
+        for name, array in ((TOKENS_INPUT, self.tokens), *session._state.items()):
             binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
         outputs = (self.logits, *(fresh for _, fresh in self.copies))
-        for name, array in zip(model.output_names, outputs):
+        for name, array in zip(graph.output_names, outputs):
             binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         self.tokens[:, 0] = ids
-        self.ort.run_with_iobinding(self.binding)
+        self.graph.run_with_iobinding(self.binding)
         for state, fresh in self.copies:
             state[...] = fresh
         return self.logits[:, 0]

@@ -17,15 +17,12 @@ import numpy as np
 
 from .checks import integer
 from .errors import SeqgenError
-from .modelfile import PREFIX
+from .modelfile import MAX_WINDOW
 from .vocab import BOUNDARY, Vocabulary
 
 if TYPE_CHECKING:
     from .model import Model
 
-INPUT_LENGTH_KEY = "keras_input_length"
-"""Metadata key (after the seqgen. prefix) of the Keras model's input length, recorded by import-keras."""
-MAX_WINDOW = 1_000_000
 WINDOW_BATCH = 256
 """Windows run together in one graph call, at most."""
 WINDOW_CELLS = 2**22
@@ -67,27 +64,18 @@ def window_length(model: Model, length: int | None = None) -> int:
     """`length` if given, else the Keras input length recorded in the model file."""
     if length is not None:
         return integer("length", length, 1, MAX_WINDOW)
-    recorded = model.file.metadata.get(PREFIX + INPUT_LENGTH_KEY)
+    recorded = model.keras_input_length
     if recorded is None:
         raise SeqgenError(f"{model.path} records no Keras input length (not imported from a fixed-length Keras "
                           "model); pass length=, the maxlen given to pad_sequences")
-    try:
-        if not (recorded.isascii() and recorded.isdigit()):  # as strict as the file's sizes: no spaces, signs, ٨
-            raise ValueError(recorded)
-        return integer(INPUT_LENGTH_KEY, int(recorded), 1, MAX_WINDOW)
-    except ValueError:
-        raise SeqgenError(f"{model.path}: metadata {INPUT_LENGTH_KEY}={recorded!r} is not an integer in "
-                          f"1..{MAX_WINDOW}; import the model again") from None
+    return recorded
 
 
 def _last_logits(model: Model, windows: np.ndarray) -> np.ndarray:
     """The last position's logits of each window, from a zero state; a long window runs in pieces of time that
     carry the state, so a call's logits ([rows, time, vocab]) stay within WINDOW_CELLS."""
-    shape = (model.file.layers, len(windows), model.file.hidden_size)
-    states = [np.zeros(shape, np.float32) for _ in model.state_names]
+    state = model.graph.zero_state(len(windows))
     time = max(1, WINDOW_CELLS // (len(windows) * model.vocab.size))
     for start in range(0, windows.shape[1], time):
-        feeds = {"tokens": np.ascontiguousarray(windows[:, start : start + time]),
-                 **dict(zip(model.state_names, states))}
-        logits, *states = model.ort.run(model.output_names, feeds)
+        logits, state = model.graph.run(np.ascontiguousarray(windows[:, start : start + time]), state)
     return logits[:, -1]

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from seqgen import cli
-from seqgen.modelfile import CHECKSUM_KEY, PREFIX
+from seqgen.modelfile import CHECKSUM_KEY, seqgen_entries, stored_key
 
 
 def run(*args: object, stdin: str | bytes | None = None) -> Result:
@@ -46,12 +46,13 @@ def edited(source: Path, target: Path, *, stamp: bool = True, **changes: str | N
     model = onnx.load(source)
     entries = {p.key: p.value for p in model.metadata_props}
     for key, value in changes.items():
-        entries.pop(PREFIX + key, None)
+        entries.pop(stored_key(key), None)
         if value is not None:
-            entries[PREFIX + key] = value
+            entries[stored_key(key)] = value
     if stamp:
-        target.write_bytes(stamped(model, {k.removeprefix(PREFIX): v for k, v in entries.items()
-                                           if k.startswith(PREFIX) and k != PREFIX + CHECKSUM_KEY}))
+        metadata = seqgen_entries(entries.items())
+        metadata.pop(CHECKSUM_KEY, None)
+        target.write_bytes(stamped(model, metadata))
         return target
     del model.metadata_props[:]
     for key, value in entries.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -50,9 +51,33 @@ def test_valid_onnx_that_is_not_a_seqgen_model(tmp_path: Path) -> None:
     refused(tmp_path / "other.onnx", "not a seqgen model")
 
 
+@pytest.mark.parametrize(("version", "message"), [
+    ("2", "version '2' is newer than this seqgen reads (up to 1.x); upgrade seqgen: pip install -U seqgen"),
+    ("2.0", "version '2.0' is newer than this seqgen reads (up to 1.x); upgrade seqgen: pip install -U seqgen"),
+    ("0", "version '0' is older than this seqgen reads (from 1.x); re-export the model with this seqgen "
+          "(seqgen-train export)"),
+    ("0.9", "version '0.9' is older than this seqgen reads (from 1.x); re-export the model"),
+    *((version, f"version {version!r} is not MAJOR or MAJOR.MINOR; the file is damaged, get it again or re-export it")
+      for version in ("1.x", "", "1.", ".1", "1.2.3", " 1", "+1", "-1", "v1", "\u0661", "1" * 13)),
+])
+def test_a_newer_or_older_major_version_or_a_damaged_one_is_refused_naming_the_fix(
+        tiny_model: Path, tmp_path: Path, version: str, message: str) -> None:
+    refused(edited(tiny_model, tmp_path / "version.onnx", format_version=version), re.escape(message))
+
+
+def test_any_minor_version_of_the_current_major_is_read_and_its_unknown_keys_kept(tiny_model: Path,
+                                                                                   tmp_path: Path) -> None:
+    """A newer minor version only adds what an older reader may ignore, so this seqgen runs the file as before."""
+    original = seqgen.load(tiny_model)
+    for version in ("1.7", "1.0", "01", "1.123456789012"):
+        newer = seqgen.load(edited(tiny_model, tmp_path / "minor.onnx", format_version=version, minor_extra="x"))
+        assert newer.file.metadata["seqgen.format_version"] == version and newer.info["minor_extra"] == "x"
+        assert newer.generate("the ", 30, seed=4) == original.generate("the ", 30, seed=4)
+
+
 def test_edited_metadata(tmp_path: Path, tiny_model: Path) -> None:
     refused(edited(tiny_model, tmp_path / "a.onnx", vocab_size="7"), "vocabulary has .* tokens but metadata")
-    refused(edited(tiny_model, tmp_path / "b.onnx", format_version="99"), "format version '99' is not supported")
+    refused(edited(tiny_model, tmp_path / "b.onnx", format_version="99"), "format version '99' is newer")
     refused(edited(tiny_model, tmp_path / "c.onnx", cell=None), "missing cell")
     refused(edited(tiny_model, tmp_path / "d.onnx", hidden_size="1000000000"), "outside 1..")
     refused(edited(tiny_model, tmp_path / "e.onnx", layers="two"), "not a number")
@@ -213,7 +238,6 @@ def _vocabulary(path: Path, **changes: object) -> str:
     ("lstm", {"layers": " 2"}, "not a number"),
     ("lstm", {"hidden_size": "١٦"}, "not a number"),
     ("lstm", {"hidden_size": "16.0"}, "not a number"),
-    ("lstm", {"format_version": "1.0"}, "format version '1.0' is not supported"),
 ])
 def test_every_fact_that_changes_behaviour_is_tied_to_the_graph_or_parsed_strictly(
         tmp_path: Path, tiny_models: dict[str, Path], model: str, changes: dict[str, str], message: str) -> None:

@@ -163,15 +163,15 @@ def test_empty_prompts_on_the_command_line(tiny_model: Path, tmp_path: Path) -> 
 
 
 class RecordingGraph:
-    """Stands in for a Model's onnxruntime session, recording how many tokens each call carries."""
+    """Stands in for a Model's Graph, recording how many tokens each call carries."""
 
     def __init__(self, inner: object) -> None:
         self.inner = inner
         self.widths: list[int] = []
 
-    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        self.widths.append(feeds["tokens"].shape[1])
-        return self.inner.run(names, feeds)
+    def run(self, tokens: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        self.widths.append(tokens.shape[1])
+        return self.inner.run(tokens, state)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
@@ -183,7 +183,7 @@ HUGE = 200_000
 def test_a_200000_character_prompt_works_in_chunks_of_max_chunk_tokens(
         tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     huge = seqgen.load(tiny_model)
-    graph = huge.ort = RecordingGraph(huge.ort)
+    graph = huge.graph = RecordingGraph(huge.graph)
     prompt = vocabulary_prompt(huge, HUGE)
     chunk = session_module.MAX_CHUNK
     ranked = huge.predict(prompt, huge.vocab.size)

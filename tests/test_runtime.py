@@ -95,6 +95,32 @@ def test_each_new_character_costs_one_step_whatever_the_context(model: seqgen.Mo
         assert session.steps - before == 25
 
 
+@pytest.mark.parametrize("cell", ["lstm", "rnn_relu"])
+def test_the_graph_runs_what_a_session_runs_and_names_its_state_by_input(tiny_models: dict[str, Path],
+                                                                         cell: str) -> None:
+    """Graph.run from zero_state gives a fresh session's logits, and hands back each state under its input
+    name, so feeding it again continues the text exactly as the session's bound single-token step does."""
+    model = seqgen.load(tiny_models[cell])
+    graph = model.graph
+    assert (graph.layers, graph.hidden_size, graph.vocab_size) == (model.file.layers, model.file.hidden_size,
+                                                                   model.vocab.size)
+    assert graph.state_names == (("state", "cell") if cell == "lstm" else ("state",))
+    assert graph.bounded == (cell != "rnn_relu") and graph.path == model.path
+    ids = np.concatenate([[seqgen.BOUNDARY], model.vocab.encode("the quick")])[None]
+    state = graph.zero_state(3)
+    assert {name: (a.shape, a.dtype, a.any()) for name, a in state.items()} == {
+        name: ((graph.layers, 3, graph.hidden_size), np.float32, False) for name in graph.state_names}
+    logits, state = graph.run(ids[:, :-1], graph.zero_state(1))
+    assert list(state) == list(graph.state_names) and logits.shape == (1, ids.shape[1] - 1, graph.vocab_size)
+    after, _ = graph.run(ids[:, -1:], state)
+    session = model.session()
+    session.feed("the quic")
+    np.testing.assert_allclose(session.logits(), logits[:, -1], atol=1e-6)
+    session.step(ids[:, -1])  # the bound path
+    np.testing.assert_allclose(session.logits(), after[:, -1], atol=1e-6)
+    assert not np.allclose(logits[:, -1], after[:, -1])
+
+
 def test_save_and_load_state_continue_exactly(model: seqgen.Model) -> None:
     session = model.session()
     session.feed("the quick ")
@@ -141,12 +167,13 @@ def test_onnxruntime_runs_one_thread_by_default_and_prepacks_only_int8_weights(
         model: seqgen.Model, tiny_models: dict[str, Path]) -> None:
     """One intra-op thread unless asked (a busy second core makes two slower); no second, pre-packed copy
     of float weights (~25 MiB at H=512), but packed int8 weights (without them int8 is slower than float)."""
-    options = model.ort.get_session_options()
+    options = model.graph._ort.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.disable_prepacking") == "1"
-    assert seqgen.load(tiny_models["lstm"], threads=2).ort.get_session_options().intra_op_num_threads == 2
+    assert seqgen.load(tiny_models["lstm"], threads=2).graph._ort.get_session_options().intra_op_num_threads == 2
+    int8 = seqgen.load("names-int8").graph._ort.get_session_options()
     with pytest.raises(RuntimeError, match="disable_prepacking"):  # int8 kernels need the packed weights
-        seqgen.load("names-int8").ort.get_session_options().get_session_config_entry("session.disable_prepacking")
+        int8.get_session_config_entry("session.disable_prepacking")
 
 
 def test_an_overflowing_relu_state_is_an_error_not_garbage() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from seqgen import __version__
+from seqgen import __version__, modelfile
 from seqgen.cells import NAMES as CELLS
 from seqgen.choices import ORDERS
 from seqgen.cli import SeqgenGroup
@@ -233,8 +233,9 @@ def import_keras(keras_model: str, tokenizer: str | None, chars: str | None, low
     require_h5py()  # before torch loads: a missing extra is named at once
     from .keras_import import import_keras as convert
 
-    metadata = convert(keras_model, out, tokenizer=tokenizer, chars=chars, lowercase=lowercase)
-    click.echo(json.dumps({"model": out, "bytes": Path(out).stat().st_size, "cell": metadata["cell"],
-                           "layers": int(metadata["layers"]), "vocab_size": int(metadata["vocab_size"]),
-                           "input_length": json.loads(metadata.get("keras_input_length", "null")),
-                           "parity_max_rel_diff": float(metadata["parity_max_rel_diff"])}))
+    convert(keras_model, out, tokenizer=tokenizer, chars=chars, lowercase=lowercase)
+    written = modelfile.read(out)
+    click.echo(json.dumps({"model": out, "bytes": Path(out).stat().st_size, "cell": written.cell,
+                           "layers": written.layers, "vocab_size": written.vocab.size,
+                           "input_length": written.keras_input_length,
+                           "parity_max_rel_diff": float(written.info[modelfile.PARITY_REL_KEY])}))

@@ -21,7 +21,21 @@ from onnx import TensorProto, helper, numpy_helper
 from seqgen import __version__
 from seqgen.cells import CELLS, state_names
 from seqgen.errors import SeqgenError
-from seqgen.modelfile import CHECKSUM_KEY, FORMAT_VERSION, PREFIX, file_checksum, graph_checksums
+from seqgen.modelfile import (
+    CHECKSUM_KEY,
+    FORMAT_VERSION,
+    GRAPH_CHECKSUM_KEYS,
+    LOGITS_OUTPUT,
+    PARITY_ABS_KEY,
+    PARITY_REL_KEY,
+    TOKENS_INPUT,
+    file_checksum,
+    graph_checksums,
+    is_seqgen_key,
+    seqgen_entries,
+    state_output,
+    stored_key,
+)
 from seqgen.vocab import Vocabulary
 
 from . import checkpoint
@@ -57,7 +71,7 @@ def build_graph(model: CharRNN) -> onnx.GraphProto:
         numpy_helper.from_array(np.array([1], np.int64), "axis1"),
     ]
     nodes = [
-        helper.make_node("Transpose", ["tokens"], ["tokens_tb"], perm=[1, 0]),
+        helper.make_node("Transpose", [TOKENS_INPUT], ["tokens_tb"], perm=[1, 0]),
         helper.make_node("Gather", ["embedding", "tokens_tb"], ["x0"]),
     ]
     attrs = {"hidden_size": hidden, **CELLS[cell].onnx_attributes}
@@ -76,25 +90,26 @@ def build_graph(model: CharRNN) -> onnx.GraphProto:
         for s in states:
             nodes.append(helper.make_node("Slice", [s, f"at{layer}", f"to{layer}"], [f"{s}{layer}"]))
             initial.append(f"{s}{layer}")
-            finals[s].append(f"{s}_out{layer}")
+            finals[s].append(f"{state_output(s)}{layer}")
         inputs = [x, f"W{layer}", f"R{layer}", f"B{layer}", "", *initial]  # "" = no sequence_lens
-        outputs = [f"y{layer}"] + [f"{s}_out{layer}" for s in states]
+        outputs = [f"y{layer}", *(finals[s][-1] for s in states)]
         nodes.append(helper.make_node(CELLS[cell].onnx_op, inputs, outputs, name=f"layer{layer}", **attrs))
         nodes.append(helper.make_node("Squeeze", [f"y{layer}", "axis1"], [f"x{layer + 1}"]))
         x = f"x{layer + 1}"
     for s in states:
-        nodes.append(helper.make_node("Concat", finals[s], [f"{s}_out"], axis=0) if layers > 1
-                     else helper.make_node("Identity", finals[s], [f"{s}_out"]))
+        nodes.append(helper.make_node("Concat", finals[s], [state_output(s)], axis=0) if layers > 1
+                     else helper.make_node("Identity", finals[s], [state_output(s)]))
     nodes += [
         helper.make_node("MatMul", [x, "head_weight"], ["scores_tb"]),
         helper.make_node("Add", ["scores_tb", "head_bias"], ["logits_tb"]),
-        helper.make_node("Transpose", ["logits_tb"], ["logits"], perm=[1, 0, 2]),
+        helper.make_node("Transpose", ["logits_tb"], [LOGITS_OUTPUT], perm=[1, 0, 2]),
     ]
     state_shape = [layers, "batch", hidden]
-    graph_inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "time"])]
+    graph_inputs = [helper.make_tensor_value_info(TOKENS_INPUT, TensorProto.INT64, ["batch", "time"])]
     graph_inputs += [helper.make_tensor_value_info(s, TensorProto.FLOAT, state_shape) for s in states]
-    graph_outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "time", model.vocab_size])]
-    graph_outputs += [helper.make_tensor_value_info(f"{s}_out", TensorProto.FLOAT, state_shape) for s in states]
+    logits_shape = ["batch", "time", model.vocab_size]
+    graph_outputs = [helper.make_tensor_value_info(LOGITS_OUTPUT, TensorProto.FLOAT, logits_shape)]
+    graph_outputs += [helper.make_tensor_value_info(state_output(s), TensorProto.FLOAT, state_shape) for s in states]
     return helper.make_graph(nodes, f"seqgen_{cell}", graph_inputs, graph_outputs, inits)
 
 
@@ -115,7 +130,7 @@ def parity(model: CharRNN, data: bytes, shapes: tuple[tuple[int, int], ...] = PA
         with torch.no_grad():
             logits, new_state = model(tokens, state)
         pairs = (state, new_state) if isinstance(state, tuple) else ((state,), (new_state,))
-        feeds = {"tokens": tokens.numpy(), **{n: t.numpy() for n, t in zip(state_names(model.cell), pairs[0])}}
+        feeds = {TOKENS_INPUT: tokens.numpy(), **{n: t.numpy() for n, t in zip(state_names(model.cell), pairs[0])}}
         got = session.run(None, feeds)
         expected = [logits.numpy(), *(t.numpy() for t in pairs[1])]
         for g, e in zip(got, expected):
@@ -160,8 +175,8 @@ def export_onnx(
         "line_items": "true" if line_items else "false",
         "parameters": str(model.parameter_count),
         **graph_checksums(data),
-        "parity_max_abs_diff": f"{worst:.3g}",
-        "parity_max_rel_diff": f"{relative:.3g}",
+        PARITY_ABS_KEY: f"{worst:.3g}",
+        PARITY_REL_KEY: f"{relative:.3g}",
         "quantization": "none",
         "seqgen_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -180,12 +195,13 @@ def write_with_metadata(onnx_model: onnx.ModelProto, metadata: dict[str, str], p
 
 def stamped(onnx_model: onnx.ModelProto, metadata: dict[str, str]) -> bytes:
     """The model's bytes with `metadata` as its seqgen metadata and `file_crc32` over all of it."""
-    kept = [p for p in onnx_model.metadata_props if not p.key.startswith(PREFIX)]
+    kept = [p for p in onnx_model.metadata_props if not is_seqgen_key(p.key)]
     del onnx_model.metadata_props[:]
     onnx_model.metadata_props.extend(kept)
     for key, value in metadata.items():
-        onnx_model.metadata_props.add(key=PREFIX + key, value=value)
-    onnx_model.metadata_props.add(key=PREFIX + CHECKSUM_KEY, value=file_checksum(onnx_model.SerializeToString()))
+        onnx_model.metadata_props.add(key=stored_key(key), value=value)
+    checksum = file_checksum(onnx_model.SerializeToString())
+    onnx_model.metadata_props.add(key=stored_key(CHECKSUM_KEY), value=checksum)
     return onnx_model.SerializeToString()
 
 
@@ -194,8 +210,8 @@ def restamp(path: str | Path, out: str | Path | None = None) -> dict[str, str]:
     must still match the checksum it was exported with (`graph_crc32` or `graph_sha256`), so a damaged
     file is never blessed. Writes `out` (default: in place, atomically); returns the new metadata."""
     onnx_model = onnx.load(str(path))
-    metadata = {p.key.removeprefix(PREFIX): p.value for p in onnx_model.metadata_props if p.key.startswith(PREFIX)}
-    recorded = {k: metadata[k].lower() for k in ("graph_crc32", "graph_sha256") if k in metadata}
+    metadata = seqgen_entries((p.key, p.value) for p in onnx_model.metadata_props)
+    recorded = {k: metadata[k].lower() for k in GRAPH_CHECKSUM_KEYS if k in metadata}
     actual = graph_checksums(onnx_model.SerializeToString())
     if not recorded or any(actual[k] != v for k, v in recorded.items()):
         raise SeqgenError(f"{path}: its graph does not match a recorded graph checksum, so it cannot be stamped; "
@@ -211,7 +227,7 @@ def is_seqgen_model(path: Path) -> bool:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # protobuf's DecodeError and others: not an ONNX file at all
         return False
-    return any(p.key.startswith(PREFIX) for p in model.metadata_props)
+    return any(is_seqgen_key(p.key) for p in model.metadata_props)
 
 
 def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, dict[str, object]]:

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from seqgen.errors import SeqgenError
-from seqgen.modelfile import MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB
+from seqgen.modelfile import KERAS_INPUT_LENGTH_KEY, MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB, MAX_WINDOW
 from seqgen.vocab import Vocabulary
-from seqgen.window import INPUT_LENGTH_KEY, MAX_WINDOW
 
 from .export import export_onnx
 from .keras_file import WeightReader, archive_names, open_keras
@@ -100,7 +99,7 @@ def import_keras(model_path: str | Path, out: str | Path, *, tokenizer: str | Pa
     facts: dict[str, object] = {"source": {"keras_file": model_path.name, "keras_sha256": _sha256(model_path),
                                            "tokenizer": Path(tokenizer).name if tokenizer else None}}
     if plan.input_length is not None:
-        facts[INPUT_LENGTH_KEY] = plan.input_length
+        facts[KERAS_INPUT_LENGTH_KEY] = plan.input_length
     return export_onnx(model, vocab, out, training=facts)
 
 

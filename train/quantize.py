@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 import seqgen
-from seqgen.modelfile import PREFIX, graph_checksums
+from seqgen.modelfile import PARITY_ABS_KEY, PARITY_REL_KEY, graph_checksums, seqgen_entries
 
 from .export import write_with_metadata
 
@@ -62,8 +62,8 @@ def quantize_int8(source: str | Path, out: str | Path) -> dict[str, object]:
             quantize_dynamic(source, staged, weight_type=QuantType.QInt8)
         quantized = onnx.load(staged)
     # the float file's facts, less the float graph's parity (the int8 graph's own check is its agreement)
-    metadata = {k.removeprefix(PREFIX): v for k, v in reference.file.metadata.items()
-                if k.startswith(PREFIX) and not k.startswith(PREFIX + "parity_")}
+    metadata = {k: v for k, v in seqgen_entries(reference.file.metadata.items()).items()
+                if k not in (PARITY_ABS_KEY, PARITY_REL_KEY)}
     metadata.update(quantization="int8", **graph_checksums(quantized.SerializeToString()),
                     created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     write_with_metadata(quantized, metadata, out)

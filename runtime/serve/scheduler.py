@@ -133,7 +133,7 @@ class Scheduler:
         self.max_queue = max_queue
         self.post = post
         self.chars = ("", *model.vocab.chars)
-        self.line_items = model.file.line_items
+        self.line_items = model.line_items
         self.steps = 0
         """Batched steps run so far (a cost counter for tests and /health)."""
         self.generated = 0

@@ -7,7 +7,10 @@ import { checkAgainstGraph, graphFacts } from './graph.js';
 import { BYTES, WireError, fields, records } from './wire.js';
 import { Vocabulary } from './vocab.js';
 
+/** The format's major version: the newest major this package reads (any minor of it), as the Python runtime. */
 export const FORMAT_VERSION = 1;
+/** The oldest major version this package still reads. */
+export const OLDEST_FORMAT_VERSION = 1;
 export const CELLS = ['rnn_tanh', 'rnn_relu', 'lstm', 'gru'];
 export const PREFIX = 'seqgen.';
 const REQUIRED_KEYS = ['format_version', 'vocabulary', 'cell', 'layers', 'hidden_size', 'embedding_size', 'vocab_size'];
@@ -152,6 +155,27 @@ export function decoded(value) {
   return parsed;
 }
 
+/**
+ * Refuse a file this package cannot read (docs/model-format.md, "Format versions"): the version is MAJOR or
+ * MAJOR.MINOR; any minor of a major from OLDEST_FORMAT_VERSION to FORMAT_VERSION is read, as a newer minor only
+ * adds what an older reader may ignore. The messages are the Python runtime's.
+ */
+function checkFormatVersion(source, text) {
+  if (!/^[0-9]{1,12}(\.[0-9]{1,12})?$/.test(text)) {
+    throw new SeqgenError(`${source}: model format version ${pyRepr(text)} is not MAJOR or MAJOR.MINOR; the file ` +
+      'is damaged, get it again or re-export it');
+  }
+  const major = Number(text.split('.')[0]);
+  if (major > FORMAT_VERSION) {
+    throw new SeqgenError(`${source}: model format version ${pyRepr(text)} is newer than this seqgen reads ` +
+      `(up to ${FORMAT_VERSION}.x); upgrade seqgen: pip install -U seqgen`);
+  }
+  if (major < OLDEST_FORMAT_VERSION) {
+    throw new SeqgenError(`${source}: model format version ${pyRepr(text)} is older than this seqgen reads ` +
+      `(from ${OLDEST_FORMAT_VERSION}.x); re-export the model with this seqgen (seqgen-train export)`);
+  }
+}
+
 /** A size written in plain decimal digits ("2", never "+2", " 2", "2.0" or "٢"), within 1..limit. */
 function size(source, key, text, limit) {
   if (!/^[0-9]{1,12}$/.test(text)) {
@@ -208,10 +232,7 @@ export async function readModelFile(bytes, source, { verify = true } = {}) {
   const meta = new Map([...metadata].filter(([k]) => k.startsWith(PREFIX)).map(([k, v]) => [k.slice(PREFIX.length), v]));
   const formatVersion = meta.get('format_version');
   const cell = meta.get('cell');
-  if (formatVersion !== String(FORMAT_VERSION)) {
-    throw new SeqgenError(`${source}: model format version ${pyRepr(formatVersion)} is not supported by this ` +
-      `seqgen (reads version ${FORMAT_VERSION}); upgrade seqgen or re-export the model`);
-  }
+  checkFormatVersion(source, formatVersion);
   if (!CELLS.includes(cell)) {
     throw new SeqgenError(`${source}: unknown cell type ${pyRepr(cell)}; expected one of ${CELLS.join(', ')}`);
   }

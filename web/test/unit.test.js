@@ -69,12 +69,25 @@ describe('model file', () => {
         ([key, value]) => [`seqgen.${key}`, value])));
       const vocab = JSON.parse((await readModelFile(good, 'alphabet')).metadata['seqgen.vocabulary']);
       const vocabulary = (changes) => edit({ vocabulary: JSON.stringify({ ...vocab, ...changes }) });
+      const stamped = (changes) => {  // edited, with a checksum recomputed over the edit
+        const bytes = edit({ ...changes, file_crc32: null });
+        return withMetadata(bytes, { 'seqgen.file_crc32': fileChecksum(bytes) });
+      };
       const variants = {
         empty: new Uint8Array(0),
         text: new TextEncoder().encode('not a model at all\n'),
         truncated: good.subarray(0, good.length - 100),
         flipped,
         version,
+        minorVersion: stamped({ format_version: '1.7', minor_extra: 'x' }),  // read: a newer minor only adds
+        newerMajor: stamped({ format_version: '2' }),
+        newerMajorMinor: edit({ format_version: '2.0' }),
+        olderMajor: stamped({ format_version: '0' }),
+        versionText: edit({ format_version: '1.x' }),
+        versionParts: edit({ format_version: '1.2.3' }),
+        versionEmpty: edit({ format_version: '' }),
+        versionSign: edit({ format_version: '+1' }),
+        versionLong: edit({ format_version: '1'.repeat(13) }),
         cell: Buffer.concat([good, metadataEntry('seqgen.cell', 'lstm')]),  // a seqgen key given twice
         unprefixedTwice: Buffer.concat([good, metadataEntry('onnx.note', 'a'), metadataEntry('onnx.note', 'b')]),
         noChecksum: edit({ file_crc32: null }),
@@ -116,6 +129,12 @@ describe('model file', () => {
         if (name === 'unprefixedTwice') {  // keys outside seqgen's mean nothing to it: accepted by both
           assert.equal(expected[i], null);
           await readModelFile(bytes, path);
+          continue;
+        }
+        if (name === 'minorVersion') {  // accepted by both, the unknown key kept
+          assert.equal(expected[i], null);
+          const { info } = await readModelFile(bytes, path);
+          assert.deepEqual([info.format_version, info.minor_extra], [1.7, 'x']);
           continue;
         }
         assert.ok(expected[i], `Python accepted the ${name} file`);
