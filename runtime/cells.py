@@ -29,6 +29,8 @@ class Cell:
     """Keyword arguments of the torch module besides the sizes."""
     forget_gate: int | None = None
     """torch's gate block of the forget gate, where the cell has one (its starting bias is a training option)."""
+    quantized_op: str | None = None
+    """The operator onnxruntime's int8 quantization puts in place of onnx_op, where it has an int8 kernel."""
 
     @property
     def gates(self) -> int:
@@ -40,7 +42,8 @@ CELLS: dict[str, Cell] = {
     "rnn_tanh": Cell(("state",), True, "RNN", (0,), {"activations": ["Tanh"]}, "RNN", {"nonlinearity": "tanh"}),
     "rnn_relu": Cell(("state",), False, "RNN", (0,), {"activations": ["Relu"]}, "RNN", {"nonlinearity": "relu"}),
     # torch i, f, g, o -> ONNX i, o, f, c
-    "lstm": Cell(("state", "cell"), True, "LSTM", (0, 3, 1, 2), {}, "LSTM", forget_gate=1),
+    "lstm": Cell(("state", "cell"), True, "LSTM", (0, 3, 1, 2), {}, "LSTM", forget_gate=1,
+                 quantized_op="DynamicQuantizeLSTM"),
     # torch r, z, n -> ONNX z, r, h; torch applies the reset gate after the recurrent product
     "gru": Cell(("state",), True, "GRU", (1, 0, 2), {"linear_before_reset": 1}, "GRU"),
 }

@@ -115,8 +115,17 @@ def _value_info(value: memoryview) -> tuple[str, list[int | None]]:
     return name, dims
 
 
-RECURRENT = {"RNN": None, "GRU": "gru", "LSTM": "lstm", "DynamicQuantizeLSTM": "lstm"}
-"""Recurrent operators and the cell each computes (an RNN's depends on its activation)."""
+def _cells_by_operator() -> dict[str, str | None]:
+    """Each recurrent operator of the cell table and the cell it computes; None where several cells share
+    the operator and its activation tells them apart (RNN: tanh or ReLU)."""
+    cells: dict[str, set[str]] = {}
+    for name, row in CELLS.items():
+        for op in filter(None, (row.onnx_op, row.quantized_op)):
+            cells.setdefault(op, set()).add(name)
+    return {op: next(iter(names)) if len(names) == 1 else None for op, names in cells.items()}
+
+
+RECURRENT = _cells_by_operator()
 ACTIVATIONS = {tuple(row.onnx_attributes["activations"]): name for name, row in CELLS.items() if row.onnx_op == "RNN"}
 """The RNN operator's activation and the cell it makes."""
 MATMULS = ("MatMul", "MatMulInteger")
