@@ -180,6 +180,28 @@ def test_int8_agreement_of_a_line_item_model_covers_many_items(tmp_path: Path) -
     assert seqgen.load(tmp_path / "q.onnx").file.line_items
 
 
+def test_int8_of_a_relu_model_whose_state_overflows_measures_agreement_on_rows_it_can_run(tmp_path: Path) -> None:
+    """The shipped alphabet model overflows after ~80 sampled characters: its agreement sample is cut into
+    rows short enough, where one 4,000-character sample made the export fail after writing a file."""
+    alphabet = seqgen.load("alphabet")
+    report = quantize_int8(alphabet.path, tmp_path / "q.onnx")
+    assert report["top1_positions"] >= 4000 and 0.0 <= report["top1_agreement"] <= 1.0
+    assert seqgen.load(tmp_path / "q.onnx").info["int8_top1_agreement"] == report["top1_agreement"]
+
+
+def test_an_int8_export_that_fails_leaves_no_file(lstm_run: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqgen.train import quantize
+
+    def failing(*args: object) -> tuple[float, int]:
+        raise seqgen.SeqgenError("agreement failed")
+
+    monkeypatch.setattr(quantize, "top1_agreement", failing)
+    with pytest.raises(seqgen.SeqgenError, match="agreement failed"):
+        quantize_int8(lstm_run / "model.onnx", tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()
+
+
 def test_export_of_a_folder_that_is_not_a_run_is_one_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(train_cli, ["export", str(tmp_path), "--out", str(tmp_path / "x.onnx")])
     assert result.exit_code == 2

@@ -13,36 +13,54 @@ import numpy as np
 import onnx
 
 import seqgen
+from seqgen.errors import SeqgenError
 from seqgen.modelfile import PARITY_ABS_KEY, PARITY_REL_KEY, graph_checksums, seqgen_entries
 
 from .export import write_with_metadata
 
 AGREEMENT_CHARS = 4000
+MAX_RELU_ROW, MIN_RELU_ROW = 256, 8
+"""Longest and shortest rows of a ReLU model's agreement sample (see _samples)."""
 
 
 def top1_agreement(reference: seqgen.Model, candidate: seqgen.Model, chars: int = AGREEMENT_CHARS,
                    seed: int = 0) -> tuple[float, int]:
     """Fraction of positions, along text sampled from `reference`, where both models rank the same
-    character first; and the number of positions compared.
+    character first; and the number of positions compared."""
+    agree = positions = 0
+    for ids in _samples(reference, chars, seed):
+        picks = [np.concatenate([logits.argmax(-1) for logits in model.session().chunk_logits(ids[None, :])],
+                                axis=1) for model in (reference, candidate)]
+        agree += int((picks[0] == picks[1]).sum())
+        positions += picks[0].size
+    return agree / positions, positions
 
-    A line-item model ends its sample at the end of an item, so it samples items until they hold
-    `chars` characters, and each item is compared from a fresh state, its end included."""
-    if reference.file.line_items:
+
+def _samples(reference: seqgen.Model, chars: int, seed: int) -> list[np.ndarray]:
+    """About `chars` characters sampled from `reference`, as rows each compared from a fresh state.
+
+    A running-text model with a bounded state writes one long row. A line-item model ends its rows at the
+    end of an item, so it samples items until they hold `chars` characters. A ReLU model's state may
+    overflow on long texts (the alphabet model's at ~80 characters), so its rows are halved until they fit."""
+    if reference.line_items:
         rows: list[np.ndarray] = []
         total = 0
         while total < chars:
             for text in reference.generate_batch([""] * 64, 200, temperature=1.0, seed=seed + len(rows)):
                 rows.append(reference.vocab.encode(text))
                 total += len(rows[-1]) + 1
-    else:
-        rows = [reference.vocab.encode(reference.generate("", chars, temperature=1.0, seed=seed))]
-    agree = positions = 0
-    for ids in rows:
-        picks = [np.concatenate([logits.argmax(-1) for logits in model.session().chunk_logits(ids[None, :])],
-                                axis=1) for model in (reference, candidate)]
-        agree += int((picks[0] == picks[1]).sum())
-        positions += picks[0].size
-    return agree / positions, positions
+        return rows
+    if reference.graph.bounded:
+        return [reference.vocab.encode(reference.generate("", chars, temperature=1.0, seed=seed))]
+    length = min(chars, MAX_RELU_ROW)
+    while True:
+        try:
+            texts = reference.generate_batch([""] * -(-chars // length), length, temperature=1.0, seed=seed)
+            return [reference.vocab.encode(text) for text in texts]
+        except SeqgenError:  # the state overflowed: shorter rows
+            if length <= MIN_RELU_ROW:
+                raise
+            length //= 2
 
 
 def quantize_int8(source: str | Path, out: str | Path) -> dict[str, object]:
@@ -61,13 +79,13 @@ def quantize_int8(source: str | Path, out: str | Path) -> dict[str, object]:
         with _quiet_root_logger():
             quantize_dynamic(source, staged, weight_type=QuantType.QInt8)
         quantized = onnx.load(staged)
-    # the float file's facts, less the float graph's parity (the int8 graph's own check is its agreement)
-    metadata = {k: v for k, v in seqgen_entries(reference.file.metadata.items()).items()
-                if k not in (PARITY_ABS_KEY, PARITY_REL_KEY)}
-    metadata.update(quantization="int8", **graph_checksums(quantized.SerializeToString()),
-                    created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    write_with_metadata(quantized, metadata, out)
-    agreement, positions = top1_agreement(reference, seqgen.load(out))
+        # the float file's facts, less the float graph's parity (the int8 graph's own check is its agreement)
+        metadata = {k: v for k, v in seqgen_entries(reference.file.metadata.items()).items()
+                    if k not in (PARITY_ABS_KEY, PARITY_REL_KEY)}
+        metadata.update(quantization="int8", **graph_checksums(quantized.SerializeToString()),
+                        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        write_with_metadata(quantized, metadata, staged)  # measured here: `out` is written once, when it is whole
+        agreement, positions = top1_agreement(reference, seqgen.load(staged))
     metadata["int8_top1_agreement"] = f"{agreement:.4f}"
     write_with_metadata(quantized, metadata, out)
     return {"quantized": str(out), "float_bytes": float_bytes, "int8_bytes": out.stat().st_size,
