@@ -31,35 +31,51 @@ NEVER = np.iinfo(np.int32).max
 
 class Trie:
     """Matching a few words at once with Aho-Corasick's states: a state is the longest suffix of the text that is a
-    proper prefix of a word; failure links (the next shorter such suffix) make each step a short walk."""
+    proper prefix of a word. Its table over the vocabulary (`chars[i]` is token i + 1) is built once, shorter
+    states first, each row its failure link's row (the next shorter such suffix) with its own children written
+    over it, so a step is a lookup: `next` [states, width], the state after each token, and `ended`, the length
+    of the longest word the text then ends with (0: none). State i is `prefixes[i]`; the empty text is state 0."""
 
-    def __init__(self, words: Sequence[str]) -> None:
-        self.words = set(words)
+    def __init__(self, words: Sequence[str], chars: tuple[str, ...]) -> None:
         self.prefixes = sorted({w[:i] for w in words for i in range(len(w))}, key=len)
         self.index = {prefix: i for i, prefix in enumerate(self.prefixes)}
         self.longest = max(map(len, words))
-        self.fail: dict[str, str | None] = {"": None}
-        for prefix in self.prefixes[1:]:  # shorter first, so every link a prefix needs is already there
-            self.fail[prefix] = self._extend(self.fail[prefix[:-1]] if len(prefix) > 1 else None, prefix[-1])
+        self.token = {char: i for i, char in enumerate(chars, 1)}
+        width = len(chars) + 1
+        if len(self.prefixes) * width > MAX_CELLS:
+            raise _too_many_states(width)
+        self.next = np.zeros((len(self.prefixes), width), np.int32)
+        self.ended = np.zeros((len(self.prefixes), width), np.int32)
+        below: dict[int, list[tuple[int, int]]] = {}  # a state's children: (token, child or -length of a word)
+        for text in {*self.prefixes[1:], *words}:
+            if text[-1] in self.token:  # a character the model lacks never comes
+                below.setdefault(self.index[text[:-1]], []).append(
+                    (self.token[text[-1]], self.index.get(text, -len(text))))
+        fail = [0] * len(self.prefixes)
+        for state in range(len(self.prefixes)):
+            if state:
+                self.next[state], self.ended[state] = self.next[fail[state]], self.ended[fail[state]]
+            for token, child in below.get(state, []):
+                if child > 0:  # a longer proper prefix: its failure link is where the parent's row led
+                    fail[child] = int(self.next[fail[state], token]) if state else 0
+                    self.next[state, token] = child
+                if child < 0 or self.prefixes[child] in words:
+                    self.ended[state, token] = abs(child) if child < 0 else len(self.prefixes[child])
 
-    def _extend(self, state: str | None, char: str) -> str:
-        """The longest of `state + char`, `fail(state) + char`, ... that is a proper prefix; "" if none."""
-        while state is not None and state + char not in self.index:
-            state = self.fail[state]
-        return "" if state is None else state + char
-
-    def step(self, prefix: str, char: str) -> tuple[str, str | None]:
-        """The state after `char`, and the longest word the text now ends with (None if none)."""
-        ended, state = None, prefix
-        while state is not None and ended is None:  # suffixes of the text, longest first
-            ended = state + char if state + char in self.words else None
-            state = self.fail[state]
-        return self._extend(prefix, char), ended
+    def step(self, prefix: str, char: str) -> tuple[str, int]:
+        """The state after `char`, and the length of the longest word the text now ends with (0 if none)."""
+        state, token = self.index[prefix], self.token[char]
+        return self.prefixes[self.next.item(state, token)], self.ended.item(state, token)
 
     def state_after(self, text: str) -> str:
         """The state after `text`, taking no notice of words wholly inside it."""
         tail = text[-(self.longest - 1):] if self.longest > 1 else ""
         return next(tail[i:] for i in range(len(tail) + 1) if tail[i:] in self.index)
+
+
+def _too_many_states(width: int) -> SeqgenError:
+    return SeqgenError(f"the constraints need more than {MAX_CELLS // width} automaton states for this vocabulary; "
+                       "use a simpler pattern, or fewer banned words or stop strings")
 
 
 class Automaton:
@@ -131,7 +147,7 @@ def compile_constraints(chars: tuple[str, ...], allowed: str | None, banned: tup
     usable = np.ones(width, bool) if allowed is None else np.array([False, *(c in allowed for c in chars)])
     usable[BOUNDARY] = False
     words = [w for w in banned if set(w) <= set(chars)]  # a word with a character the model lacks cannot appear
-    trie = Trie(words) if words else None
+    trie = Trie(words, chars) if words else None
     if pattern is not None:
         from .pattern import pattern_table  # here: the pattern engine is an optional extra
 
@@ -140,34 +156,26 @@ def compile_constraints(chars: tuple[str, ...], allowed: str | None, banned: tup
         table, pattern_accepting, initial = np.zeros((1, width), np.int32), np.ones(1, bool), 0
     table = np.where(usable, table, -1)
 
-    def moves(state: tuple[int, str]) -> list[tuple[int, str] | None]:
+    def moves(state: tuple[int, int]) -> list[tuple[int, int] | None]:
         """Pattern state and banned-word state after each token; None where refused."""
-        at, prefix = state
-        out: list[tuple[int, str] | None] = [None]
-        for token, char in enumerate(chars, 1):
-            following = int(table[at, token])
-            if following < 0:
-                out.append(None)
-                continue
-            if trie is None:
-                out.append((following, ""))
-                continue
-            after, ended = trie.step(prefix, char)
-            out.append(None if ended is not None else (following, after))
-        return out
+        at, word_state = state
+        if trie is None:
+            return [None if following < 0 else (following, 0) for following in table[at].tolist()]
+        return [None if following < 0 or ended else (following, after) for following, after, ended
+                in zip(table[at].tolist(), trie.next[word_state].tolist(), trie.ended[word_state].tolist())]
 
     prefixes = trie.prefixes if trie is not None else [""]
-    inner_states, inner_next = _explore([(initial, p) for p in prefixes], moves, width)
+    inner_states, inner_next = _explore([(initial, i) for i in range(len(prefixes))], moves, width)
     inner_accepting = np.array([bool(pattern_accepting[at]) for at, _ in inner_states])
     inner_index = {state: i for i, state in enumerate(inner_states)}
-    starts = {p: inner_index[(initial, p)] for p in prefixes}
+    starts = {p: inner_index[(initial, i)] for i, p in enumerate(prefixes)}
 
     def start_of(text: str) -> str:
         return trie.state_after(text) if trie is not None else ""
 
     if not stop:
         return Automaton(inner_next, inner_accepting, starts, start_of)
-    return _with_stops(inner_next, inner_accepting, starts, start_of, chars, Trie(stop))
+    return _with_stops(inner_next, inner_accepting, starts, start_of, chars, Trie(stop, chars))
 
 
 def _with_stops(inner_next: np.ndarray, inner_accepting: np.ndarray, starts: dict[Hashable, int],
@@ -203,8 +211,8 @@ def _with_stops(inner_next: np.ndarray, inner_accepting: np.ndarray, starts: dic
         for char in chars:
             after, ended = stops.step(partial, char)
             text = partial + char
-            if ended is not None:  # a stop string ends here: allowed if the text before it is accepted
-                before = run(back, text[: len(text) - len(ended)])
+            if ended:  # a stop string ends here: allowed if the text before it is accepted
+                before = run(back, text[: len(text) - ended])
                 out.append(stopped if before >= 0 and inner_accepting[before] else None)
                 continue
             start = run(back, text[: len(text) - len(after)])  # the inner state where `after` begins
@@ -236,8 +244,7 @@ def _explore(begin: list[Hashable], moves: Callable[[Hashable], list[Hashable | 
         for target in moves(queue.popleft()):
             if target is not None and target not in index:
                 if len(order) * width >= MAX_CELLS:
-                    raise SeqgenError(f"the constraints need more than {MAX_CELLS // width} automaton states for "
-                                      "this vocabulary; use a simpler pattern, or fewer banned words or stop strings")
+                    raise _too_many_states(width)
                 index[target] = len(order)
                 order.append(target)
                 queue.append(target)
