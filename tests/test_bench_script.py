@@ -27,7 +27,8 @@ def test_bench_script_reports_every_metric(tiny_model: Path, tmp_path: Path, cap
     assert code == 0
     report = json.loads(out.read_text())
     assert {"command", "date", "machine", "versions", "model", "settings"} <= set(report)
-    assert set(report["metrics"]) == set(bench.METRICS)
+    assert set(report["metrics"]) == {key for key, metric in bench.METRICS.items() if metric.label}
+    assert set(report["samples"]) == {key for key, metric in bench.METRICS.items() if metric.sampler}  # none skipped
     for key, row in report["metrics"].items():
         assert row["status"] in ("PASS", "FAIL", "info", "skipped"), key
         assert row["status"] == "skipped" or row["value"] is not None, key
