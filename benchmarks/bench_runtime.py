@@ -125,6 +125,7 @@ class Bench:
         self.skips: dict[str, str] = {}
         self.rss: dict[str, list[float]] = {"predict": [], "baseline": []}
         self.calls: list[int] = []  # session.steps after each one-call prompt
+        self.predict: list[str] = []  # the seqgen-run command timed
         # bytecode cached in a temporary folder, as in an installation, even where PYTHONDONTWRITEBYTECODE is set
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         self.env["PYTHONPYCACHEPREFIX"] = stack.enter_context(tempfile.TemporaryDirectory())
@@ -143,7 +144,6 @@ class Bench:
 
     def window64(self) -> Callable[[], Sample]:
         """Hand-rolled generation: each character runs the graph on the last WINDOW tokens from a zero state."""
-
         history = self.history.tolist()
 
         def character() -> None:
@@ -268,14 +268,13 @@ class Bench:
             in_vocabulary(self.vocab, PREDICT_TEXT, len(PREDICT_TEXT))  # a model without those characters
         command = [*([script] if script else [sys.executable, "-c", "from seqgen.cli import run; run()"]), "predict",
                    text, *(["--model", str(self.model.path)] * bool(self.args.model))]
-        self.predict = command
+        self.predict[:] = command
         try:
             process_usage(command, self.env)  # also fills the bytecode cache
         except RuntimeError as exc:
             self.skips["process_rss"] = "seqgen-run failed"
             raise Skipped(f"seqgen-run failed: {exc}") from None
         return self.process(command, self.rss["predict"])
-
 
 
 # -- the report ----------------------------------------------------------------------------------------------
@@ -372,18 +371,19 @@ def judged(measured: float, metric: Metric) -> str:
     return "PASS" if (measured <= metric.target if metric.op == "<=" else measured >= metric.target) else "FAIL"
 
 
-def results_of(b: Bench, taken: dict[str, list[Sample]]) -> dict[str, dict[str, object]]:
-    """Every labelled metric's row: the medians of its samples per unit (wall and CPU), and the ratio of its two
-    timings judged against its target on wall time (the CPU-time ratio beside it), or skipped and why."""
-    per_unit = {key: ([w / n for w, _, n in samples], [c / n for _, c, n in samples]) for key, samples in taken.items()}
-    wall, cpu = ({key: statistics.median(pair[i]) for key, pair in per_unit.items()} for i in (0, 1))
+def results_of(b: Bench, samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, object]]:
+    """Every labelled metric's row: the medians of its samples (wall and CPU seconds per unit), and the ratio of its
+    two timings judged against its target on wall time (the CPU-time ratio beside it), or skipped and why."""
+    wall, cpu = ({key: statistics.median(s[kind]) for key, s in samples.items()} for kind in ("wall", "cpu"))
     if b.rss["predict"]:
         b.notes["process_rss"] = f"largest of {len(b.rss['predict'])} runs; the import's: " \
                                  f"{max(b.rss['baseline']):.1f} MiB"
     elif "process_rss" not in b.skips:
         b.skips["process_rss"] = "no resource module on this platform"
     results = {}
-    for key, metric in ((key, metric) for key, metric in METRICS.items() if metric.label):
+    for key, metric in METRICS.items():
+        if not metric.label:
+            continue
         row: dict[str, object] = {"value": None, "unit": metric.unit, "ratio": None, "cpu_ratio": None,
                                   "ratio_of": metric.ratio_of, "target": metric.target, "target_op": metric.op,
                                   "target_unit": "x" if metric.ratio else f" {metric.unit}", "status": "info",
@@ -391,8 +391,9 @@ def results_of(b: Bench, taken: dict[str, list[Sample]]) -> dict[str, dict[str, 
                                                                   key in wall and metric.note(b, wall))))}
         if key in wall:
             scale = {"µs": 1e6, "ms": 1e3}[metric.unit.split("/")[0]]
-            row |= {"value": wall[key] * scale, "cpu_value": cpu[key] * scale, "units_per_sample": taken[key][-1][2],
-                    "spread": (max(per_unit[key][0]) - min(per_unit[key][0])) / wall[key] if wall[key] else 0.0}
+            spread = (max(samples[key]["wall"]) - min(samples[key]["wall"])) / wall[key] if wall[key] else 0.0
+            row |= {"value": wall[key] * scale, "cpu_value": cpu[key] * scale,
+                    "units_per_sample": samples[key]["units"], "spread": spread}
         if metric.ratio and all(name in wall for name in metric.ratio):
             a, c = metric.ratio
             row |= {"ratio": wall[a] / wall[c], "cpu_ratio": cpu[a] / cpu[c],
@@ -473,15 +474,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 b.skips[key] = str(exc)
         log(f"measuring {len(samplers)} things x {args.repeats} rounds ...")
         taken = interleaved(samplers, args.repeats, log)
-    results = results_of(b, taken)
+    samples = {key: {"units": s[-1][2], "wall": [w / n for w, _, n in s], "cpu": [c / n for _, c, n in s]}
+               for key, s in taken.items()}  # seconds per unit
+    results = results_of(b, samples)
     print()
     print_table(results)
     failed = [key for key, row in results.items() if row["status"] == "FAIL"]
     print(f"\n{len(failed)} target(s) failed{': ' + ', '.join(failed) if failed else ''}. "
           "Timings are medians of interleaved repeats; a high spread means a noisy machine.")
-    if args.json:  # every sample, in seconds per unit
-        samples = {key: {"units": s[-1][2], "wall": [w / n for w, _, n in s], "cpu": [c / n for _, c, n in s]}
-                   for key, s in taken.items()}
+    if args.json:
         write_json(args.json, {**header, "metrics": results, "samples": samples})
         log(f"wrote {args.json}")
     return 0
