@@ -29,34 +29,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 from benchkit import interleaved, machine, process_usage, timed, versions, write_json
 
 import seqgen
 from seqgen import modelfile
 from seqgen.cells import CELLS
 
-# -- the graph: the only code that touches the onnxruntime session and the graph's input and output names --
+# -- the graph ---------------------------------------------------------------------------------------------
 
 
-def raw_step(model: seqgen.Model, tokens: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def graph(model: seqgen.Model) -> tuple[ort.InferenceSession, list[str], list[str]]:
+    """The only code that reads the model's onnxruntime session and graph names: the session, its inputs (the
+    tokens, then the state) and its outputs (the logits, then the new state)."""
+    return model.ort, ["tokens", *model.state_names], model.output_names
+
+
+def raw_step(model: seqgen.Model, tokens: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """The graph run once on `tokens` [batch, time] from a zero state: logits and the new state."""
-    shape = (model.file.layers, tokens.shape[0], model.file.hidden_size)
-    zeros = {name: np.zeros(shape, np.float32) for name in model.state_names}
-    logits, *new = model.ort.run(model.output_names, {"tokens": tokens, **zeros})
-    return logits, dict(zip(model.state_names, new))
+    session, inputs, outputs = graph(model)
+    zeros = np.zeros((model.file.layers, tokens.shape[0], model.file.hidden_size), np.float32)
+    logits, *state = session.run(outputs, dict(zip(inputs, [tokens, *[zeros] * (len(inputs) - 1)])))
+    return logits, state
 
 
 def bound_step(model: seqgen.Model, token: int) -> Callable[[], object]:
     """onnxruntime's own cost of a step: run_with_iobinding on buffers bound once, the state not carried."""
-    shape = (model.file.layers, 1, model.file.hidden_size)
-    inputs = {"tokens": np.full((1, 1), token, np.int64), **{n: np.zeros(shape, np.float32) for n in model.state_names}}
-    outputs = dict(zip(model.output_names, [np.empty((1, 1, model.vocab.size), np.float32),
-                                            *(np.empty(shape, np.float32) for _ in model.state_names)]))
-    binding = model.ort.io_binding()
-    for bind, arrays in ((binding.bind_input, inputs), (binding.bind_output, outputs)):
-        for name, array in arrays.items():
-            bind(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
-    return lambda bound=(inputs, outputs): model.ort.run_with_iobinding(binding)  # the buffers live with it
+    session, inputs, outputs = graph(model)
+    shape, binding = (model.file.layers, 1, model.file.hidden_size), session.io_binding()
+    arrays = [np.full((1, 1), token, np.int64), *(np.zeros(shape, np.float32) for _ in inputs[1:]),
+              np.empty((1, 1, model.vocab.size), np.float32), *(np.empty(shape, np.float32) for _ in outputs[1:])]
+    for name, array in zip(inputs + outputs, arrays):
+        bind = binding.bind_input if name in inputs else binding.bind_output
+        bind(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+    return lambda bound=arrays: session.run_with_iobinding(binding)  # the buffers live as long as the call
 
 
 # -- the measurements --------------------------------------------------------------------------------------
