@@ -137,9 +137,11 @@ class Bench:
         self.env["PYTHONPYCACHEPREFIX"] = stack.enter_context(tempfile.TemporaryDirectory())
 
     def generating(self, model: seqgen.Model, **options: object) -> Callable[[], Sample]:
+        """Model.generate of `chars` characters from the first short prompt; a sample is one call."""
         return lambda: timed(lambda: len(model.generate(self.prompts[0], self.chars, **options)))
 
     def batch(self) -> Callable[[], Sample]:
+        """Greedy generate_batch from all BATCH short prompts; its units are every row's characters."""
         return lambda: timed(lambda: sum(map(len, self.model.generate_batch(self.prompts, self.chars, temperature=0))))
 
     def floor(self) -> Callable[[], Sample]:
@@ -286,7 +288,7 @@ class Bench:
 # -- the report ----------------------------------------------------------------------------------------------
 
 
-Note = Callable[["Bench", dict[str, float]], str]
+Note = Callable[[Bench, dict[str, float]], str]
 """More for a row's note from the run and every timing's median (seconds per unit)."""
 
 
