@@ -20,15 +20,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
-import json
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
+
+from benchkit import interleaved, machine, timed, write_json
 
 import seqgen
 from seqgen.constrain import compile_constraints
@@ -43,18 +44,6 @@ CASES: dict[str, dict[str, object]] = {
     "pattern": {"pattern": r"(?:[A-Z][a-z]*[ ,.;:!?'\n]+|[a-z]+[ ,.;:!?'\n]+)+[a-z]*"},
     "pattern+stop": {"pattern": r"[A-Za-z ,.;:'!?\n]+", "stop": "\n\n\n"},
 }
-
-
-def cpu() -> dict[str, object]:
-    """lscpu's model name and the vector extensions the CPU has."""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        lines = []
-    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
-    flags = fields.get("Flags", "").split()
-    return {"model": fields.get("Model name", platform.processor()), "cpus": fields.get("CPU(s)"),
-            "vector_flags": [f for f in flags if f.startswith(("avx", "sse4", "fma", "amx"))]}
 
 
 def choose_costs(model: seqgen.Model, prompt: str, chars: int, number: int = 300, repeat: int = 5) -> dict[str, float]:
@@ -91,23 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             compile_constraints(model.vocab.chars, sampling.allowed, sampling.banned, sampling.pattern, sampling.stop)
             compile_ms[name] = (time.perf_counter() - start) * 1e3
 
-    def once(options: dict[str, object]) -> tuple[float, float, int]:
-        wall, cpu_time = time.perf_counter(), time.process_time()
-        text = model.generate(args.prompt, args.chars, **BASE, **options)
-        return time.perf_counter() - wall, time.process_time() - cpu_time, len(text)
+    def once(options: dict[str, object]) -> Callable[[], tuple[float, float, int]]:
+        return lambda: timed(lambda: len(model.generate(args.prompt, args.chars, **BASE, **options)))
 
-    for options in CASES.values():  # warm-up, and the automata compiled and cached
-        once(options)
-    wall: dict[str, list[float]] = {name: [] for name in CASES}
-    cpu_times: dict[str, list[float]] = {name: [] for name in CASES}
-    made: dict[str, int] = {}
-    names = list(CASES)
-    for round_ in range(args.repeats):
-        for name in names if round_ % 2 == 0 else names[::-1]:
-            seconds, cpu_seconds, chars = once(CASES[name])
-            made[name] = chars
-            wall[name].append(seconds / chars * 1e6)
-            cpu_times[name].append(cpu_seconds / chars * 1e6)
+    # the warm-up also compiles and caches the automata
+    taken = interleaved({name: once(options) for name, options in CASES.items()}, args.repeats)
+    made = {name: samples[-1][2] for name, samples in taken.items()}
+    wall = {name: [seconds / chars * 1e6 for seconds, _, chars in samples] for name, samples in taken.items()}
+    cpu_times = {name: [seconds / chars * 1e6 for _, seconds, chars in samples] for name, samples in taken.items()}
 
     base_wall, base_cpu = statistics.median(wall["unconstrained"]), statistics.median(cpu_times["unconstrained"])
     base_best = min(wall["unconstrained"])
@@ -124,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                      "PASS" if best / base_best <= GOAL else "FAIL"})
     report = {"command": shlex.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": cpu(), "python": platform.python_version(), "model": str(model.path),
+              "machine": machine(), "python": platform.python_version(), "model": str(model.path),
               "settings": {"prompt": args.prompt, "chars": args.chars, "repeats": args.repeats, **BASE}, "rows": rows}
     header = (f"{'case':<14} {'chars':>5} {'median':>8} {'spread':>8} {'ratio':>6} {'cpu':>6} {'best':>8} "
               f"{'ratio':>6} {'choose':>7} {'compile':>9}")
@@ -134,11 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['case']:<14} {row['chars']:>5} {row['us_per_char']:>8.1f} {row['spread_us']:>8.1f} "
               f"{row['ratio']:>5.2f}x {row['cpu_ratio']:>5.2f}x {row['best_us_per_char']:>8.1f} "
               f"{row['best_ratio']:>5.2f}x {row['choose_us']:>7.1f} {compiled:>9}  {row['status']}")
-    print(f"{report['date']}  {report['machine']['model']}  {' '.join(report['machine']['vector_flags'])}")
+    print(f"{report['date']}  {report['machine']['cpu']}  {' '.join(report['machine']['vector_flags'])}")
     if args.json:
-        partial = args.json.with_name(args.json.name + ".partial")
-        partial.write_text(json.dumps(report, indent=2) + "\n")
-        partial.replace(args.json)  # atomic: a reader never sees half a report
+        write_json(args.json, report)
     return 0
 
 

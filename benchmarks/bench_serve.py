@@ -25,7 +25,6 @@ import asyncio
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from benchkit import machine, timed, write_json
 
 import seqgen
 from seqgen.session import Session
@@ -148,10 +148,10 @@ def overhead(port: int, pid: int, model: seqgen.Model, chars: int, repeats: int)
     body = request_body(model, 0, chars)
     local, served, local_cpu, served_cpu = [], [], [], []
     for _ in range(repeats):
-        start, cpu = time.perf_counter(), time.process_time()
-        text = "".join(model.stream(str(body["prompt"]), chars, temperature=0.8, seed=1000))
-        local.append((time.perf_counter() - start) / len(text))
-        local_cpu.append((time.process_time() - cpu) / len(text))
+        seconds, cpu_seconds, text = timed(lambda: "".join(model.stream(str(body["prompt"]), chars, temperature=0.8,
+                                                                         seed=1000)))
+        local.append(seconds / len(text))
+        local_cpu.append(cpu_seconds / len(text))
         cpu = process_cpu_s(pid)
         _, seconds, served_text = asyncio.run(stream(port, body))
         served.append(seconds / len(served_text))
@@ -175,21 +175,6 @@ def start_server(model: str) -> tuple[subprocess.Popen[str], int]:
         process.kill()
         raise RuntimeError(f"the server did not start: {line!r}")
     return process, int(line.split("127.0.0.1:")[1].split("/")[0])
-
-
-def machine() -> dict[str, str]:
-    info = {"python": platform.python_version(), "platform": platform.platform()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in lscpu.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "CPU(s)", "Flags"):
-                info[key.strip()] = value.strip()
-    except (OSError, subprocess.SubprocessError):
-        info["Model name"] = platform.processor() or "unknown"
-    with open("/proc/loadavg") as load:
-        info["load average at start"] = " ".join(load.read().split()[:3])
-    return info
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         process.terminate()
         report["server_exit_code"] = process.wait(30)
     single = rows[0]["together"]["chars_per_s"]
-    print(f"{report['date']}  {report['machine'].get('Model name')}  model {name}")
+    print(f"{report['date']}  {report['machine']['cpu']}  model {name}")
     cost = report["overhead"]
     print(f"streaming overhead at 1 client: {cost['ratio']:.2f}x Model.stream ({cost['server_us_per_char']:.0f} vs "
           f"{cost['model_stream_us_per_char']:.0f} us/char; goal <= {GOALS['overhead_1']}x); in CPU time "
@@ -242,9 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{t['scheduler']['graph_ms_per_step']:.2f}  {t['scheduler']['sampling_ms_per_step']:.2f}  "
               f"{t['scheduler']['regroup_ms_per_step']:.2f}")
     if args.json:
-        temporary = args.json.with_suffix(".tmp")
-        temporary.write_text(json.dumps(report, indent=2))
-        temporary.replace(args.json)
+        write_json(args.json, report)
     return 0
 
 

@@ -27,7 +27,8 @@ def test_bench_script_reports_every_metric(tiny_model: Path, tmp_path: Path, cap
     assert code == 0
     report = json.loads(out.read_text())
     assert {"command", "date", "machine", "versions", "model", "settings"} <= set(report)
-    assert set(report["metrics"]) == set(bench.METRICS)
+    assert set(report["metrics"]) == {key for key, metric in bench.METRICS.items() if metric.label}
+    assert set(report["samples"]) == {key for key, metric in bench.METRICS.items() if metric.sampler}  # none skipped
     for key, row in report["metrics"].items():
         assert row["status"] in ("PASS", "FAIL", "info", "skipped"), key
         assert row["status"] == "skipped" or row["value"] is not None, key
@@ -42,3 +43,26 @@ def test_bench_script_without_a_default_model_says_to_pass_one(monkeypatch: pyte
     monkeypatch.setattr(bench.modelfile, "shipped_models", lambda: [])
     assert bench.main(["--repeats", "1"]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_benchkit_rounds_alternate_direction_after_one_warm_up_each(tmp_path: Path) -> None:
+    import benchkit
+
+    calls: list[str] = []
+    taken = benchkit.interleaved({key: lambda key=key: calls.append(key) or len(calls) for key in "abc"}, 3)
+    assert calls == list("abc" "abc" "cba" "abc")  # warm-up, then A B C, C B A, A B C
+    assert taken == {"a": [4, 9, 10], "b": [5, 8, 11], "c": [6, 7, 12]}
+    out = tmp_path / "report.json"
+    benchkit.write_json(out, {"µs": 1.5})
+    assert json.loads(out.read_text()) == {"µs": 1.5} and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    assert {"cpu", "cpu_count", "python", "vector_flags"} <= set(benchkit.machine())
+
+
+def test_benchkit_process_usage_measures_a_child_and_names_a_failure() -> None:
+    import benchkit
+
+    wall, cpu, rss = benchkit.process_usage([sys.executable, "-c", "b = bytearray(64 << 20); b[::4096] = b'x' * 16384"])
+    assert wall > 0 and cpu >= 0 and (rss is None or rss >= 64)  # the child's 64 MiB, not the launcher's
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        benchkit.process_usage([sys.executable, "-c", "raise SystemExit(3)"])
+    assert benchkit.versions("numpy", "no-such-distribution")["no-such-distribution"] == "not installed"
