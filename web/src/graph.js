@@ -3,6 +3,7 @@
  * protobuf bytes, and the load check that ties the metadata to it: the cell is the recurrent operator, the
  * layers are how many there are, the sizes are attributes and weight shapes, int8 is the weights' type.
  */
+import { CELLS } from './cells.js';
 import { SeqgenError, byCodePoint, pyRepr, pyValue } from './errors.js';
 import { BYTES, VARINT, WireError, fields, varints } from './wire.js';
 
@@ -15,9 +16,15 @@ const FIELD = Object.freeze({
 const EXTERNAL = 1;
 /** TensorProto data types of int8 weights: UINT8 and INT8. */
 const INT8_TYPES = new Set([2, 3]);
-/** Recurrent operators and the cell each computes (an RNN's depends on its activation). */
-const RECURRENT = { RNN: null, GRU: 'gru', LSTM: 'lstm', DynamicQuantizeLSTM: 'lstm' };
-const GATES = { rnn_tanh: 1, rnn_relu: 1, gru: 3, lstm: 4 };
+const ROWS = Object.entries(CELLS);
+/** Recurrent operators (int8 ones included) and the cell each computes (null: it depends on the activation). */
+const RECURRENT = new Map(ROWS.flatMap(([name, row]) => [row.onnxOp, row.quantizedOp]
+  .filter((op) => op !== null).map((op) => [op, row.activations ? null : name])));
+/** The activations of an operator whose cell depends on them (as JSON), and the cell they make. */
+const ACTIVATIONS = new Map(ROWS.filter(([, row]) => row.activations)
+  .map(([name, row]) => [JSON.stringify(row.activations), name]));
+/** Every cell's state inputs: whichever the graph has must have the declared layers and hidden size. */
+const STATE_NAMES = [...new Set(ROWS.flatMap(([, row]) => row.stateNames))];
 const MATMULS = ['MatMul', 'MatMulInteger'];
 
 const textDecoder = new TextDecoder('utf-8', { ignoreBOM: true });
@@ -115,11 +122,11 @@ function valueInfo(buf) {
 }
 
 function cellOf(graphNode) {
-  const cell = RECURRENT[graphNode.opType];
+  const cell = RECURRENT.get(graphNode.opType);
   if (cell !== null) return cell;
   const activation = graphNode.attributes.get('activations') ?? ['Tanh'];
-  const key = Array.isArray(activation) && activation.length === 1 ? activation[0] : null;
-  return { Tanh: 'rnn_tanh', Relu: 'rnn_relu' }[key] ?? `RNN ${pyValue(activation)}`;
+  const known = Array.isArray(activation) ? ACTIVATIONS.get(JSON.stringify(activation)) : undefined;
+  return known ?? `RNN ${pyValue(activation)}`;
 }
 
 
@@ -131,7 +138,7 @@ const sameDims = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]
  * the embedding and vocabulary sizes the embedding table's and output layer's shapes, int8 the weights' type.
  */
 export function checkAgainstGraph(facts, cell, layers, hidden, embedding, vocabSize, quantized) {
-  const recurrent = facts.nodes.filter((n) => Object.hasOwn(RECURRENT, n.opType));
+  const recurrent = facts.nodes.filter((n) => RECURRENT.has(n.opType));
   const cells = [...new Set(recurrent.map(cellOf))].sort(byCodePoint);
   if (cells.length !== 1 || cells[0] !== cell) {
     throw new SeqgenError(`metadata says cell=${pyRepr(cell)} but the graph's recurrent layers are ` +
@@ -140,7 +147,7 @@ export function checkAgainstGraph(facts, cell, layers, hidden, embedding, vocabS
   if (recurrent.length !== layers) {
     throw new SeqgenError(`metadata says layers=${layers} but the graph has ${recurrent.length} recurrent layers`);
   }
-  const gates = GATES[cell] * hidden;
+  const gates = CELLS[cell].gates * hidden;
   for (const n of recurrent) {
     const weights = facts.initializers.get(n.inputs.length > 2 ? n.inputs[2] : '')?.[0] ?? [];
     const size = n.attributes.get('hidden_size');
@@ -149,7 +156,7 @@ export function checkAgainstGraph(facts, cell, layers, hidden, embedding, vocabS
         `hidden_size ${pyValue(size)} and weights of shape ${pyValue(weights)}`);
     }
   }
-  for (const name of ['state', 'cell']) {
+  for (const name of STATE_NAMES) {
     const dims = facts.inputs.get(name);
     for (const [axis, key, declared] of [[0, 'layers', layers], [2, 'hidden_size', hidden]]) {
       if (dims !== undefined && dims.length === 3 && dims[axis] !== null && dims[axis] !== declared) {

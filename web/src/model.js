@@ -1,8 +1,9 @@
 /** Model: a loaded seqgen file with predict, generate, stream, score and stateful sessions. */
 import * as ort from 'onnxruntime-web';
+import { stateNames } from './cells.js';
 import { SeqgenError } from './errors.js';
 import { streamText } from './generate.js';
-import { readModelFile, stateNames } from './modelfile.js';
+import { readModelFile } from './modelfile.js';
 import { MAX_CHUNK, Session } from './session.js';
 import { IGNORE, frameItems } from './vocab.js';
 

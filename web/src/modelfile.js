@@ -3,6 +3,7 @@
  * the Python runtime makes (runtime/modelfile.py) before onnxruntime sees the graph.
  */
 import { SeqgenError, byCodePoint, pyRepr } from './errors.js';
+import { CELL_NAMES } from './cells.js';
 import { checkAgainstGraph, graphFacts } from './graph.js';
 import { BYTES, WireError, fields, records } from './wire.js';
 import { Vocabulary } from './vocab.js';
@@ -11,7 +12,6 @@ import { Vocabulary } from './vocab.js';
 export const FORMAT_VERSION = 1;
 /** The oldest major version this package still reads. */
 export const OLDEST_FORMAT_VERSION = 1;
-export const CELLS = ['rnn_tanh', 'rnn_relu', 'lstm', 'gru'];
 export const PREFIX = 'seqgen.';
 const REQUIRED_KEYS = ['format_version', 'vocabulary', 'cell', 'layers', 'hidden_size', 'embedding_size', 'vocab_size'];
 /** The key of the checksum that covers the whole file, its seqgen metadata included. */
@@ -29,11 +29,6 @@ const QUANTIZATIONS = { none: false, int8: true };
 
 /** Field numbers of onnx.proto that the checks below read. */
 const FIELD = Object.freeze({ modelGraph: 7, modelMetadata: 14 });
-
-/** The graph's recurrent state inputs for a cell type (outputs add "_out"). */
-export function stateNames(cell) {
-  return cell === 'lstm' ? ['state', 'cell'] : ['state'];
-}
 
 const CRC_TABLE = (() => {
   const table = new Uint32Array(256);
@@ -233,8 +228,8 @@ export async function readModelFile(bytes, source, { verify = true } = {}) {
   const formatVersion = meta.get('format_version');
   const cell = meta.get('cell');
   checkFormatVersion(source, formatVersion);
-  if (!CELLS.includes(cell)) {
-    throw new SeqgenError(`${source}: unknown cell type ${pyRepr(cell)}; expected one of ${CELLS.join(', ')}`);
+  if (!CELL_NAMES.includes(cell)) {
+    throw new SeqgenError(`${source}: unknown cell type ${pyRepr(cell)}; expected one of ${CELL_NAMES.join(', ')}`);
   }
   const sizes = {};
   for (const [key, limit] of [['layers', MAX_LAYERS], ['hidden_size', MAX_HIDDEN], ['embedding_size', MAX_HIDDEN],

@@ -3,6 +3,7 @@
  * text fed in is processed in one call (chunks of MAX_CHUNK tokens for very long text), and each
  * further character costs one step, as in the Python runtime (runtime/session.py).
  */
+import { BOUNDED_NAMES, CELLS } from './cells.js';
 import { SeqgenError } from './errors.js';
 import { Sampler } from './sampling.js';
 import { BOUNDARY } from './vocab.js';
@@ -18,7 +19,7 @@ export class Session {
     this.last = null;  // logits after the last token fed (Float32Array [vocab])
     this.history = [];  // every token fed, boundary first
     this.defaultSampler = null;
-    this.unbounded = model.file.cell === 'rnn_relu';  // the one cell whose state can overflow
+    this.unbounded = !CELLS[model.file.cell].bounded;  // a state that can overflow is checked
     /** Number of calls into the graph so far (a cost counter, used by tests). */
     this.steps = 0;
   }
@@ -85,7 +86,7 @@ export class Session {
     if (logits.some((x) => Number.isNaN(x) || x === Infinity)) {
       throw new SeqgenError(`the model's outputs overflowed to inf/NaN after ${this.history.length} tokens: its ` +
         'ReLU recurrent state grew without bound; use shorter texts, or a model with a bounded cell ' +
-        '(rnn_tanh, lstm, gru)');
+        `(${BOUNDED_NAMES.join(', ')})`);
     }
   }
 

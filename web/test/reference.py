@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 import seqgen
+from seqgen.cells import CELLS, Cell
 from seqgen.modelfile import file_checksum
 
 
@@ -46,6 +47,16 @@ def accepts(pattern: str, chars: tuple[str, ...], texts: list[str]) -> list[bool
     return result
 
 
+def cell_row(row: Cell) -> dict[str, object]:
+    """A row of the runtime's cell table under the web package's names (quantizedOp only where Python has it)."""
+    result = {"stateNames": list(row.state_names), "bounded": row.bounded, "onnxOp": row.onnx_op, "gates": row.gates}
+    if "activations" in row.onnx_attributes:
+        result["activations"] = row.onnx_attributes["activations"]
+    if hasattr(row, "quantized_op"):
+        result["quantizedOp"] = row.quantized_op
+    return result
+
+
 def error(call: object) -> str | None:
     """The SeqgenError message of a call, or None when it succeeds."""
     try:
@@ -71,6 +82,8 @@ def run(task: dict) -> object:
         message = error(lambda: result.extend(accepts(seqgen.Sampling(pattern=task["pattern"]).pattern, chars,
                                                       task["texts"])))
         return {"error": message} if message else {"accepts": result}
+    if kind == "cells":  # the runtime's cell table, which the web package's (src/cells.js) must equal
+        return {name: cell_row(row) for name, row in CELLS.items()}
     if kind == "load_error":
         return error(lambda: seqgen.load(task["path"]))
     model = seqgen.load(task["model"])

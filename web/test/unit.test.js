@@ -5,6 +5,7 @@ import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { CELLS } from '../src/cells.js';
 import { SeqgenError } from '../src/errors.js';
 import { PCG64, checkSeed } from '../src/pcg64.js';
 import { crc32, fileChecksum, readModelFile } from '../src/modelfile.js';
@@ -13,6 +14,19 @@ import { penalize, samplingOptions } from '../src/sampling.js';
 import { patternTable } from '../src/pattern.js';
 import { BYTES, FIXED32, FIXED64, VARINT, WireError, fields } from '../src/wire.js';
 import { ARTIFACTS, SHIPPED, metadataEntry, reference, withMetadata } from './helpers.js';
+
+describe('cells', () => {
+  test("the table is the Python runtime's (runtime/cells.py), row for row", (t) => {
+    const [expected] = reference([{ kind: 'cells' }]);
+    const pythonHasQuantized = Object.values(expected).some((row) => Object.hasOwn(row, 'quantizedOp'));
+    if (!pythonHasQuantized) t.diagnostic('runtime/cells.py has no quantized_op yet: quantizedOp not compared');
+    const compared = ['stateNames', 'bounded', 'onnxOp', 'gates', 'activations', ...(pythonHasQuantized ? ['quantizedOp'] : [])];
+    const ours = Object.fromEntries(Object.entries(CELLS).map(([name, row]) =>
+      [name, Object.fromEntries(compared.filter((key) => row[key] !== undefined).map((key) => [key, row[key]]))]));
+    assert.deepEqual(Object.keys(ours), Object.keys(expected));
+    assert.deepEqual(ours, expected);
+  });
+});
 
 describe('wire', () => {
   test('reads each wire type, with bytes as views', () => {
