@@ -37,6 +37,7 @@ class Trie:
     of the longest word the text then ends with (0: none). State i is `prefixes[i]`; the empty text is state 0."""
 
     def __init__(self, words: Sequence[str], chars: tuple[str, ...]) -> None:
+        words = frozenset(words)
         self.prefixes = sorted({w[:i] for w in words for i in range(len(w))}, key=len)
         self.index = {prefix: i for i, prefix in enumerate(self.prefixes)}
         self.longest = max(map(len, words))
@@ -127,15 +128,21 @@ class Automaton:
 
 
 def _distances(next_: np.ndarray, accepting: np.ndarray) -> np.ndarray:
-    """Fewest characters from each state to an accepting one (NEVER if none): relaxation, one length a round."""
+    """Fewest characters from each state to an accepting one (NEVER if none): a breadth-first search backwards
+    from the accepting states, so each transition is looked at once however long the shortest texts are (a pass
+    over the whole table per length took 39 s for `.{3000}` with a stop string)."""
+    sources, _ = np.nonzero(next_ >= 0)
+    targets = next_[next_ >= 0]
+    order = np.argsort(targets, kind="stable")
+    before, bounds = sources[order], np.searchsorted(targets[order], np.arange(len(accepting) + 1))
     distance = np.where(accepting, 0, NEVER).astype(np.int64)
-    safe = np.where(next_ >= 0, next_, 0)
-    while True:
-        through = np.where(next_ >= 0, distance[safe], NEVER).min(axis=1)
-        better = np.minimum(distance, np.where(through < NEVER, through + 1, NEVER))
-        if np.array_equal(better, distance):
-            return distance
-        distance = better
+    frontier, length = np.flatnonzero(accepting), 0
+    while frontier.size:
+        length += 1
+        reached = np.unique(np.concatenate([before[bounds[s] : bounds[s + 1]] for s in frontier.tolist()]))
+        frontier = reached[distance[reached] == NEVER]
+        distance[frontier] = length
+    return distance
 
 
 @functools.lru_cache(maxsize=16)
@@ -173,9 +180,10 @@ def compile_constraints(chars: tuple[str, ...], allowed: str | None, banned: tup
     def start_of(text: str) -> str:
         return trie.state_after(text) if trie is not None else ""
 
-    if not stop:
+    stops = [s for s in stop if set(s) <= set(chars)]  # as for banned words: one the model cannot write never ends
+    if not stops:
         return Automaton(inner_next, inner_accepting, starts, start_of)
-    return _with_stops(inner_next, inner_accepting, starts, start_of, chars, Trie(stop, chars))
+    return _with_stops(inner_next, inner_accepting, starts, start_of, chars, Trie(stops, chars))
 
 
 def _with_stops(inner_next: np.ndarray, inner_accepting: np.ndarray, starts: dict[Hashable, int],

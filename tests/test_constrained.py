@@ -296,6 +296,34 @@ def test_a_long_refused_pattern_is_named_by_its_start_and_length() -> None:
     assert f"'^{'a' * 59}'... (10000 characters) uses anchors" in message and len(message) < 250
 
 
+def test_stop_strings_the_model_cannot_write_cost_no_automaton_states() -> None:
+    """64 stop strings of 1,000 characters that start with a character the model lacks never end a text, so
+    they are not compiled (they counted against MAX_CELLS and were refused)."""
+    stops = [f"é{i:02}" + "a" * 997 for i in range(64)]  # 64 x 999 distinct prefixes
+    assert "é" not in seqgen.load("shakespeare").vocab.chars
+    text = seqgen.load("shakespeare").generate("ROMEO:", 20, banned=["zzz"], stop=stops, seed=1)
+    assert text == seqgen.load("shakespeare").generate("ROMEO:", 20, banned=["zzz"], seed=1)
+
+
+def test_distances_are_the_fewest_characters_to_an_accepting_state() -> None:
+    """The backward breadth-first search against a direct definition: the shortest accepted walk, found by
+    relaxing every transition until nothing changes."""
+    from seqgen.constrain import NEVER, _distances
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        states, width = int(rng.integers(1, 25)), int(rng.integers(1, 5))
+        next_ = np.where(rng.random((states, width)) < 0.4, -1, rng.integers(0, states, (states, width)))
+        accepting = rng.random(states) < 0.2
+        expected = [0 if a else NEVER for a in accepting]
+        for _ in range(states):
+            for state in range(states):
+                for target in next_[state]:
+                    if target >= 0 and expected[target] < NEVER:
+                        expected[state] = min(expected[state], expected[target] + 1)
+        assert _distances(next_.astype(np.int32), accepting).tolist() == expected
+
+
 def test_a_pattern_that_re_warns_about_prints_no_warning(tiny_model: Path) -> None:
     pytest.importorskip("interegular")
     result = run("generate", "--model", tiny_model, "-n", "5", "--pattern", "[[:alpha:]]+", "--seed", "1")

@@ -189,6 +189,22 @@ def test_int8_of_a_relu_model_whose_state_overflows_measures_agreement_on_rows_i
     assert seqgen.load(tmp_path / "q.onnx").info["int8_top1_agreement"] == report["top1_agreement"]
 
 
+def test_int8_of_a_line_item_relu_model_whose_state_overflows_measures_shorter_items(tmp_path: Path) -> None:
+    from seqgen.train import CharRNN, export_onnx
+
+    vocab = seqgen.Vocabulary.fit(["anna", "bob", "carl", "dave"])
+    net = CharRNN(vocab.size, "rnn_relu", 8, 16, 1)
+    with torch.no_grad():  # a growing state and an end token that never comes: items run on until they overflow
+        net.rnn.weight_hh_l0.copy_(torch.eye(16) * 3.0)
+        net.head.bias.fill_(0.0)
+        net.head.bias[0] = -50.0
+    export_onnx(net, vocab, tmp_path / "m.onnx", line_items=True)
+    with pytest.raises(SeqgenError, match="overflowed"):
+        seqgen.load(tmp_path / "m.onnx").generate("", 200, seed=0)
+    report = quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx")
+    assert report["top1_positions"] >= 4000 and seqgen.load(tmp_path / "q.onnx").file.line_items
+
+
 def test_an_int8_export_that_fails_leaves_no_file(lstm_run: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from seqgen.train import quantize

@@ -19,8 +19,8 @@ from seqgen.modelfile import PARITY_ABS_KEY, PARITY_REL_KEY, graph_checksums, se
 from .export import write_with_metadata
 
 AGREEMENT_CHARS = 4000
-MAX_RELU_ROW, MIN_RELU_ROW = 256, 8
-"""Longest and shortest rows of a ReLU model's agreement sample (see _samples)."""
+ITEM_CHARS, MIN_RELU_ROW = 200, 8
+"""Longest row of an agreement sample drawn in rows, and the shortest a ReLU model's rows are halved to."""
 
 
 def top1_agreement(reference: seqgen.Model, candidate: seqgen.Model, chars: int = AGREEMENT_CHARS,
@@ -39,28 +39,30 @@ def top1_agreement(reference: seqgen.Model, candidate: seqgen.Model, chars: int 
 def _samples(reference: seqgen.Model, chars: int, seed: int) -> list[np.ndarray]:
     """About `chars` characters sampled from `reference`, as rows each compared from a fresh state.
 
-    A running-text model with a bounded state writes one long row. A line-item model ends its rows at the
-    end of an item, so it samples items until they hold `chars` characters. A ReLU model's state may
-    overflow on long texts (the alphabet model's at ~80 characters), so its rows are halved until they fit."""
-    if reference.line_items:
-        rows: list[np.ndarray] = []
-        total = 0
-        while total < chars:
-            for text in reference.generate_batch([""] * 64, 200, temperature=1.0, seed=seed + len(rows)):
-                rows.append(reference.vocab.encode(text))
-                total += len(rows[-1]) + 1
-        return rows
-    if reference.graph.bounded:
+    A running-text model with a bounded state writes one long row. Otherwise rows come 64 at a time: a
+    line-item model's end at the end of an item (at most ITEM_CHARS), and a ReLU model's state may overflow on
+    long texts (the alphabet model's at ~80 characters), so its rows are halved until they fit."""
+    if not reference.line_items and reference.graph.bounded:
         return [reference.vocab.encode(reference.generate("", chars, temperature=1.0, seed=seed))]
-    length = min(chars, MAX_RELU_ROW)
+    length = ITEM_CHARS if reference.line_items else min(chars, ITEM_CHARS)
     while True:
         try:
-            texts = reference.generate_batch([""] * -(-chars // length), length, temperature=1.0, seed=seed)
-            return [reference.vocab.encode(text) for text in texts]
-        except SeqgenError:  # the state overflowed: shorter rows
-            if length <= MIN_RELU_ROW:
+            return _rows(reference, chars, length, seed)
+        except SeqgenError:  # a ReLU state overflowed: shorter rows
+            if reference.graph.bounded or length <= MIN_RELU_ROW:
                 raise
             length //= 2
+
+
+def _rows(reference: seqgen.Model, chars: int, length: int, seed: int) -> list[np.ndarray]:
+    """Rows of at most `length` characters, 64 seeded ones at a time, until they hold `chars` (ends included)."""
+    rows: list[np.ndarray] = []
+    total = 0
+    while total < chars:
+        for text in reference.generate_batch([""] * 64, length, temperature=1.0, seed=seed + len(rows)):
+            rows.append(reference.vocab.encode(text))
+            total += len(rows[-1]) + 1
+    return rows
 
 
 def quantize_int8(source: str | Path, out: str | Path) -> dict[str, object]:
