@@ -11,6 +11,7 @@ import json
 import math
 import mmap
 import os
+import re
 import stat
 import zlib
 from collections.abc import Iterable
@@ -27,6 +28,8 @@ FORMAT_VERSION = 1
 """The format's major version: what an export writes, and the newest major this seqgen reads (any minor of it)."""
 OLDEST_FORMAT_VERSION = 1
 """The oldest major version this seqgen still reads."""
+VERSION_SYNTAX = re.compile(r"(0|[1-9][0-9]{0,11})(\.(0|[1-9][0-9]{0,11}))?")
+"""MAJOR or MAJOR.MINOR in ASCII decimal, without leading zeros, each at most 12 digits."""
 PREFIX = "seqgen."
 REQUIRED_KEYS = ("format_version", "vocabulary", "cell", "layers", "hidden_size", "embedding_size", "vocab_size")
 DEFAULT_MODEL = "shakespeare"
@@ -40,7 +43,8 @@ KERAS_INPUT_LENGTH_KEY = "keras_input_length"
 """The key of the Keras model's input length, recorded by import-keras (see ModelFile.keras_input_length)."""
 MAX_WINDOW = 1_000_000
 """Longest Keras input window: a recorded input length, or one a caller asks for."""
-TEXT_KEYS = frozenset({CHECKSUM_KEY, *GRAPH_CHECKSUM_KEYS, "corpus", "corpus_sha256", "created", "seqgen_version"})
+TEXT_KEYS = frozenset({CHECKSUM_KEY, *GRAPH_CHECKSUM_KEYS, "corpus", "corpus_sha256", "created", "seqgen_version",
+                       "format_version"})
 """Metadata that is text even when it reads as a number (a hex digest of digits only, a file named 2024)."""
 # Limits that no sensible character model reaches; larger declared sizes mean a damaged or hostile file.
 MAX_LAYERS, MAX_HIDDEN, MAX_VOCAB = 64, 65_536, 1_114_113
@@ -355,11 +359,10 @@ def check_format_version(path: Path, text: str) -> None:
     """Refuse a file this seqgen cannot read (docs/model-format.md, "Format versions"): the version is MAJOR or
     MAJOR.MINOR; any minor of a major from OLDEST_FORMAT_VERSION to FORMAT_VERSION is read, as a newer minor
     only adds what an older reader may ignore."""
-    numbers = text.split(".")
-    if len(numbers) > 2 or not all(n.isascii() and n.isdigit() and len(n) <= 12 for n in numbers):
+    if not VERSION_SYNTAX.fullmatch(text):
         raise SeqgenError(f"{path}: model format version {text!r} is not MAJOR or MAJOR.MINOR; the file is "
                           "damaged, get it again or re-export it")
-    major = int(numbers[0])
+    major = int(text.split(".")[0])
     if major > FORMAT_VERSION:
         raise SeqgenError(f"{path}: model format version {text!r} is newer than this seqgen reads "
                           f"(up to {FORMAT_VERSION}.x); upgrade seqgen: pip install -U seqgen")

@@ -214,7 +214,7 @@ def test_repetition_penalty_lowers_recent_tokens(model: seqgen.Model) -> None:
 
 def test_info_and_path(model: seqgen.Model) -> None:
     assert model.path.name == "lstm.onnx"
-    assert model.info["cell"] == "lstm" and model.info["format_version"] == 1
+    assert model.info["cell"] == "lstm" and model.info["format_version"] == "1"
     assert model.info["vocabulary"] == "".join(model.vocab.chars)
 
 

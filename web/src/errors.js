@@ -6,9 +6,14 @@ export class SeqgenError extends Error {
   }
 }
 
+/** What Python's str.isprintable() rejects: other (control, format, surrogate, private, unassigned) and
+ * separator characters, but for the ASCII space. */
+const NOT_PRINTABLE = /^[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]$/u;
+
 /** Python's repr of a short string, so refusals quote characters as the Python runtime does. */
 export function pyRepr(text) {
   const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  const hex = (code, digits) => code.toString(16).padStart(digits, '0');
   let out = '';
   for (const ch of text) {
     const code = ch.codePointAt(0);
@@ -17,8 +22,10 @@ export function pyRepr(text) {
     else if (ch === '\n') out += '\\n';
     else if (ch === '\r') out += '\\r';
     else if (ch === '\t') out += '\\t';
-    else if (code < 0x20 || code === 0x7f) out += '\\x' + code.toString(16).padStart(2, '0');
-    else out += ch;
+    else if (ch === ' ' || !NOT_PRINTABLE.test(ch)) out += ch;
+    else if (code < 0x100) out += '\\x' + hex(code, 2);
+    else if (code < 0x10000) out += '\\u' + hex(code, 4);
+    else out += '\\U' + hex(code, 8);
   }
   return quote + out + quote;
 }

@@ -17,8 +17,8 @@ const REQUIRED_KEYS = ['format_version', 'vocabulary', 'cell', 'layers', 'hidden
 /** The key of the checksum that covers the whole file, its seqgen metadata included. */
 export const CHECKSUM_KEY = 'file_crc32';
 /** Metadata that is text even when it reads as a number (a hex digest of digits only, a file named 2024). */
-const TEXT_KEYS = new Set([CHECKSUM_KEY, 'graph_crc32', 'graph_sha256', 'corpus', 'corpus_sha256', 'created',
-  'seqgen_version']);
+const TEXT_KEYS = new Set([CHECKSUM_KEY, 'format_version', 'graph_crc32', 'graph_sha256', 'corpus', 'corpus_sha256',
+  'created', 'seqgen_version']);
 const MAX_LAYERS = 64;
 const MAX_HIDDEN = 65_536;
 const MAX_VOCAB = 1_114_113;
@@ -156,7 +156,7 @@ export function decoded(value) {
  * adds what an older reader may ignore. The messages are the Python runtime's.
  */
 function checkFormatVersion(source, text) {
-  if (!/^[0-9]{1,12}(\.[0-9]{1,12})?$/.test(text)) {
+  if (!/^(0|[1-9][0-9]{0,11})(\.(0|[1-9][0-9]{0,11}))?$/.test(text)) {
     throw new SeqgenError(`${source}: model format version ${pyRepr(text)} is not MAJOR or MAJOR.MINOR; the file ` +
       'is damaged, get it again or re-export it');
   }

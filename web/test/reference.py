@@ -48,12 +48,11 @@ def accepts(pattern: str, chars: tuple[str, ...], texts: list[str]) -> list[bool
 
 
 def cell_row(row: Cell) -> dict[str, object]:
-    """A row of the runtime's cell table under the web package's names (quantizedOp only where Python has it)."""
-    result = {"stateNames": list(row.state_names), "bounded": row.bounded, "onnxOp": row.onnx_op, "gates": row.gates}
+    """A row of the runtime's cell table under the web package's names."""
+    result = {"stateNames": list(row.state_names), "bounded": row.bounded, "onnxOp": row.onnx_op, "gates": row.gates,
+              "quantizedOp": row.quantized_op}
     if "activations" in row.onnx_attributes:
         result["activations"] = row.onnx_attributes["activations"]
-    if hasattr(row, "quantized_op"):
-        result["quantizedOp"] = row.quantized_op
     return result
 
 
@@ -70,6 +69,8 @@ def run(task: dict) -> object:
     kind = task["kind"]
     if kind == "random":  # numpy's generator, which the sampler draws from
         return np.random.default_rng(int(task["seed"])).random(task["n"]).tolist()
+    if kind == "repr":  # how Python quotes texts in its messages
+        return [repr(text) for text in task["texts"]]
     if kind == "checksum":  # the file_crc32 the Python runtime computes for some bytes
         with open(task["path"], "rb") as handle:
             return file_checksum(handle.read())
