@@ -103,23 +103,31 @@ class Automaton {
   }
 }
 
-/** Fewest characters from each state to an accepting one (NEVER if none): relaxation, one length a round. */
+/** Fewest characters from each state to an accepting one (NEVER if none): a breadth-first search backwards from
+ * the accepting states, each transition looked at once (runtime/constrain.py's _distances). */
 function distances(next, accepting, width) {
-  const distance = Int32Array.from(accepting, (a) => (a ? 0 : NEVER));
-  for (let changed = true; changed;) {
-    changed = false;
-    const through = Int32Array.from(accepting, (_, state) => {
-      let best = NEVER;
-      for (let t = 0; t < width; t++) {
-        const to = next[state * width + t];
-        if (to >= 0) best = Math.min(best, distance[to]);
-      }
-      return best;
-    });
-    for (let state = 0; state < distance.length; state++) {
-      const better = through[state] < NEVER ? Math.min(distance[state], through[state] + 1) : distance[state];
-      if (better !== distance[state]) [distance[state], changed] = [better, true];
+  const states = accepting.length;
+  const before = Array.from({ length: states }, () => []);  // each state's predecessors, one per transition
+  for (let state = 0; state < states; state++) {
+    for (let t = 0; t < width; t++) {
+      const to = next[state * width + t];
+      if (to >= 0) before[to].push(state);
     }
+  }
+  const distance = Int32Array.from(accepting, (a) => (a ? 0 : NEVER));
+  let frontier = [];
+  accepting.forEach((a, state) => { if (a) frontier.push(state); });
+  for (let length = 1; frontier.length; length++) {
+    const reached = [];
+    for (const state of frontier) {
+      for (const from of before[state]) {
+        if (distance[from] === NEVER) {
+          distance[from] = length;
+          reached.push(from);
+        }
+      }
+    }
+    frontier = reached;
   }
   return distance;
 }
