@@ -12,6 +12,7 @@ import click
 
 from seqgen import __version__, modelfile
 from seqgen.cells import NAMES as CELLS
+from seqgen.cells import cell as cell_row
 from seqgen.choices import ORDERS
 from seqgen.cli import SeqgenGroup
 from seqgen.errors import SeqgenError
@@ -131,8 +132,11 @@ def fit(corpus: tuple[str, ...], resume: str | None, overwrite: bool, **given: o
         raise SeqgenError("--resume continues the run in its folder and --overwrite replaces it; choose one")
     if chosen.get("forget_bias") == "torch":
         chosen["forget_bias"] = None  # TrainConfig's None: torch's own initialisation
-    cell = chosen.get("cell") or (preset_options(chosen["preset"]).get("cell") if chosen.get("preset") else "lstm")
-    if "forget_bias" in given and given["forget_bias"] is not None and not resume and cell != "lstm":
+    default = TrainConfig.cell
+    cell = chosen.get("cell") or (preset_options(chosen["preset"]).get("cell", default) if chosen.get("preset")
+                                  else default)
+    has_gate = cell_row(cell).forget_gate is not None  # the cell table says which cells have a forget gate
+    if "forget_bias" in given and given["forget_bias"] is not None and not resume and not has_gate:
         raise SeqgenError(f"--forget-bias sets an LSTM's forget gate, and a {cell} has none; drop it")
     if resume:
         out = chosen.pop("out", resume)
