@@ -48,10 +48,8 @@ class Trie:
         self.next = np.zeros((len(self.prefixes), width), np.int32)
         self.ended = np.zeros((len(self.prefixes), width), np.int32)
         below: dict[int, list[tuple[int, int]]] = {}  # a state's children: (token, child or -length of a word)
-        for text in {*self.prefixes[1:], *words}:
-            if text[-1] in self.token:  # a character the model lacks never comes
-                below.setdefault(self.index[text[:-1]], []).append(
-                    (self.token[text[-1]], self.index.get(text, -len(text))))
+        for text in {*self.prefixes[1:], *words}:  # every character is the model's (see _writable)
+            below.setdefault(self.index[text[:-1]], []).append((self.token[text[-1]], self.index.get(text, -len(text))))
         fail = [0] * len(self.prefixes)
         for state in range(len(self.prefixes)):
             if state:
@@ -72,6 +70,12 @@ class Trie:
         """The state after `text`, taking no notice of words wholly inside it."""
         tail = text[-(self.longest - 1):] if self.longest > 1 else ""
         return next(tail[i:] for i in range(len(tail) + 1) if tail[i:] in self.index)
+
+
+def _writable(texts: Sequence[str], chars: tuple[str, ...]) -> list[str]:
+    """The texts made only of the model's characters: a banned word or stop string with any other character can
+    never appear in what it writes, so it costs no automaton states."""
+    return [text for text in texts if set(text) <= set(chars)]
 
 
 def _too_many_states(width: int) -> SeqgenError:
@@ -153,7 +157,7 @@ def compile_constraints(chars: tuple[str, ...], allowed: str | None, banned: tup
     width = len(chars) + 1
     usable = np.ones(width, bool) if allowed is None else np.array([False, *(c in allowed for c in chars)])
     usable[BOUNDARY] = False
-    words = [w for w in banned if set(w) <= set(chars)]  # a word with a character the model lacks cannot appear
+    words = _writable(banned, chars)
     trie = Trie(words, chars) if words else None
     if pattern is not None:
         from .pattern import pattern_table  # here: the pattern engine is an optional extra
@@ -180,7 +184,7 @@ def compile_constraints(chars: tuple[str, ...], allowed: str | None, banned: tup
     def start_of(text: str) -> str:
         return trie.state_after(text) if trie is not None else ""
 
-    stops = [s for s in stop if set(s) <= set(chars)]  # as for banned words: one the model cannot write never ends
+    stops = _writable(stop, chars)
     if not stops:
         return Automaton(inner_next, inner_accepting, starts, start_of)
     return _with_stops(inner_next, inner_accepting, starts, start_of, chars, Trie(stops, chars))
