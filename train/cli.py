@@ -66,6 +66,8 @@ _FIT_OPTIONS = [
     click.option("--hidden", type=click.IntRange(1), help="Hidden size per layer."),
     click.option("--embedding", type=click.IntRange(1), help="Embedding size."),
     click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout between layers."),
+    click.option("--output-dropout", type=click.FloatRange(0, 1, max_open=True),
+                 help="Dropout on the top layer's outputs, before the head (default 0)."),
     click.option("--forget-bias", type=ForgetBias(),
                  help="LSTM forget-gate bias at the start (default 1: remember until learned otherwise; "
                       "'torch': torch's initialisation)."),

@@ -32,7 +32,7 @@ INTEGERS = {"layers": (1, MAX_LAYERS), "hidden": (1, MAX_HIDDEN), "embedding": (
             "max_steps": (1, None), "eval_every": (1, None),
             "log_every": (1, None), "patience": (1, None), "checkpoint_every": (1, None),
             "samples": (0, MAX_SAMPLES), "seed": (0, checks.SEED_MAX), "threads": (1, None)}
-REALS = {"dropout": (0, 1, False), "val_fraction": (0, 1, True), "lr": (0, None, True),
+REALS = {"dropout": (0, 1, False), "output_dropout": (0, 1, False), "val_fraction": (0, 1, True), "lr": (0, None, True),
          "weight_decay": (0, None, False), "min_lr_ratio": (0, 1, False), "grad_clip": (0, None, True),
          "time_budget": (0, None, True), "forget_bias": (-FLOAT32_MAX, FLOAT32_MAX, False)}
 FLAGS = ("lines", "lowercase", "progress")
@@ -54,6 +54,7 @@ class TrainConfig:
     hidden: int = 256
     embedding: int = 64
     dropout: float = 0.0
+    output_dropout: float = 0.0  # on the top layer's outputs, before the head; 0 for runs saved before it
     forget_bias: float | None = 1.0  # LSTM forget-gate bias at the start; None: torch's default (runs saved before)
     # data
     seq_len: int = 128
@@ -90,6 +91,7 @@ class TrainConfig:
         rules = [
             (self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}"),
             (self.dropout < 1, "--dropout must be in [0, 1)"),
+            (self.output_dropout < 1, "--output-dropout must be in [0, 1)"),
             (self.preset is None or self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),

@@ -175,7 +175,7 @@ class Run:
             raise SeqgenError(f"checkpoint in {self.out} was made with another vocabulary or corpus; "
                               "resume with the same corpus, or start a new run in another folder")
         self.model = CharRNN(self.data.vocab.size, config.cell, config.embedding, config.hidden, config.layers,
-                             config.dropout, config.forget_bias).to(self.device)
+                             config.dropout, config.forget_bias, config.output_dropout).to(self.device)
         if config.precision == "bf16":
             check_bf16(self.model, self.device)
         if self.rank:  # the same initial weights everywhere, but each rank its own dropout masks

@@ -23,6 +23,7 @@ class CharRNN(nn.Module):
         layers: int = 2,
         dropout: float = 0.0,
         forget_bias: float | None = None,
+        output_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -34,6 +35,9 @@ class CharRNN(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         self.rnn = getattr(nn, spec.torch_module)(embedding_size, hidden_size, num_layers=layers, batch_first=True,
                                                   dropout=dropout if layers > 1 else 0.0, **spec.torch_options)
+        # Zaremba et al. (2014) drop every non-recurrent connection, the top layer's output too; torch's `dropout`
+        # covers only those between layers. Identity at 0, so runs without it draw the same random numbers.
+        self.output_dropout = nn.Dropout(output_dropout) if output_dropout else nn.Identity()
         self.head = nn.Linear(hidden_size, vocab_size)
         if spec.forget_gate is not None and forget_bias is not None:
             self._set_forget_bias(spec.forget_gate, forget_bias)
@@ -50,7 +54,7 @@ class CharRNN(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         outputs, state = self.rnn(self.embedding(tokens), state)
-        return self.head(outputs), state
+        return self.head(self.output_dropout(outputs)), state
 
     def zero_state(self, batch_size: int) -> State:
         """The all-zero starting state, as the runtime uses."""
