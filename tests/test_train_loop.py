@@ -277,7 +277,8 @@ def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("option", "value"), [
-    ("cell", "transformer"), ("dropout", 1.0), ("lr", 0.0), ("val_fraction", 1.0), ("val_fraction", 0.0),
+    ("cell", "transformer"), ("dropout", 1.0), ("output_dropout", 1.0), ("output_dropout", -0.1), ("lr", 0.0),
+    ("val_fraction", 1.0), ("val_fraction", 0.0),
     ("vocab_order", "alphabetical"), ("weight_decay", -0.1), ("warmup_steps", -1), ("min_lr_ratio", 2.0),
     ("checkpoint_every", 0), ("samples", -1), ("threads", 0), ("max_steps", 0), ("schedule", "linear"),
 ])
@@ -361,6 +362,23 @@ def test_runs_saved_before_the_forget_bias_option_keep_torchs_initialisation() -
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), CharRNN(10, "lstm", 8, 32, 2)
                                                   .state_dict().values()))
     assert not torch.allclose(forget_gate_bias(plain.state_dict(), 32, 0), torch.tensor(1.0), atol=0.1)
+
+
+def test_output_dropout_drops_the_top_layers_outputs_in_training_only_and_defaults_off(corpus: Path,
+                                                                                      tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = CharRNN(10, "lstm", 8, 32, 2, output_dropout=0.5)
+    tokens = torch.randint(0, 10, (2, 6))
+    assert not torch.equal(model(tokens)[0], model(tokens)[0])  # a fresh mask each call while training
+    model.eval()
+    assert torch.equal(model(tokens)[0], model(tokens)[0])
+    assert TrainConfig.from_dict({"cell": "lstm"}).output_dropout == 0.0  # runs saved before the option
+    # the option reaches training: the same seed with and without it learns different weights
+    for dropout, out in ((0.0, tmp_path / "off"), (0.5, tmp_path / "on")):
+        train(tiny(corpus, out, max_steps=3, eval_every=3, output_dropout=dropout))
+    off, on = (saved(tmp_path / name / "checkpoint.pt") for name in ("off", "on"))
+    assert on["config"]["output_dropout"] == 0.5
+    assert not torch.equal(off["model"]["head.weight"], on["model"]["head.weight"])
 
 
 # -- the optimiser's schedule and gradient clipping reach the weights --------------------------------
