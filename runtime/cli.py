@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 """Backslash escapes understood in --stop, since a shell cannot easily pass a newline."""
+MAX_INPUT_BYTES = 256 * 2**20
+"""The most a command reads from one file or standard input: enwik8 (100 MB) fits; /dev/zero or an endless
+pipe is refused instead of filling the memory."""
 BENCH_REPEATS = 3
 BENCH_WARMUP_CHARS = 10
 
@@ -227,14 +230,20 @@ def _decode(data: bytes, name: str) -> str:
 
 
 def read_file(path: str) -> str:
-    """The UTF-8 text of a file, or of stdin for `-`."""
-    if path == "-":
-        return _decode(sys.stdin.buffer.read(), "standard input")
+    """The UTF-8 text of a file, or of stdin for `-`, refused beyond MAX_INPUT_BYTES (read no further)."""
+    name = "standard input" if path == "-" else path
     try:
-        data = Path(path).read_bytes()
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise SeqgenError(f"cannot read {path}: {exc.strerror}") from None
-    return _decode(data, path)
+    if len(data) > MAX_INPUT_BYTES:
+        raise SeqgenError(f"{name} holds more than {MAX_INPUT_BYTES} bytes, the most seqgen-run reads; "
+                          "split it into smaller files")
+    return _decode(data, name)
 
 
 def text_argument(value: str) -> str:

@@ -203,6 +203,20 @@ def test_text_that_is_not_utf8_is_an_input_error(tiny_model: Path, tmp_path: Pat
     assert_input_error(run("predict", "-", "--model", tiny_model, stdin=b"ab\xc3"), "standard input", "UTF-8")
 
 
+def test_inputs_larger_than_the_cli_reads_are_refused_without_reading_them_whole(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # /dev/zero never ends: read whole it filled the machine's memory until the kernel killed the process
+    assert_input_error(run("score", "/dev/zero", "--model", tiny_model), "/dev/zero", "split")
+    monkeypatch.setattr(cli, "MAX_INPUT_BYTES", 8)
+    path = tmp_path / "nine.txt"
+    path.write_text("abcdefghi", encoding="utf-8")
+    assert_input_error(run("score", path, "--model", tiny_model), str(path), "8 bytes")
+    assert_input_error(run("score", "-", "--model", tiny_model, stdin=b"abcdefghi"), "standard input", "8 bytes")
+    assert_input_error(run("generate", "--known", path, "-n", 1, "--model", tiny_model), str(path))
+    path.write_text("abcdefgh", encoding="utf-8")  # at the limit: read
+    assert run("score", path, "--model", tiny_model).exit_code == 0
+
+
 def test_missing_files_are_input_errors(tiny_model: Path, tmp_path: Path) -> None:
     assert_input_error(run("score", tmp_path / "absent.txt", "--model", tiny_model), "absent.txt")
     assert_input_error(run("score", tmp_path, "--model", tiny_model), str(tmp_path))
