@@ -112,6 +112,17 @@ def test_val_fraction_is_refused_where_it_would_be_ignored(corpus: Path, tmp_pat
         assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("sizes", [["--hidden", "65536", "--layers", "64"], ["--layers", "64", "--hidden", "8192"]])
+def test_a_model_too_large_to_allocate_is_refused_before_torch_tries(corpus: Path, tmp_path: Path,
+                                                                      sizes: list[str]) -> None:
+    """Each size is within its own limit, but together they asked torch for 68 GB (exit 1, or the machine's
+    memory filled): the parameter count is checked first, in one line."""
+    out = tmp_path / "r"
+    result = CliRunner().invoke(train_cli, ["fit", str(corpus), *sizes, "--max-steps", "1", "--out", str(out)])
+    assert result.exit_code == 2 and "parameters" in result.stderr and sizes[0] in result.stderr, result.output
+    assert len(result.stderr.splitlines()) == 1 and not (out / "model.onnx").exists()
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("3m", 180), ("1h30m", 5400), ("2.5h", 9000)])
 def test_time_budget_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds

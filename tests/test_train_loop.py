@@ -15,11 +15,12 @@ import torch
 from onnx import numpy_helper
 
 import seqgen
-from seqgen.cells import NAMES
+from seqgen.cells import CELLS, NAMES
 from seqgen.errors import SeqgenError
 from seqgen.train import CharRNN, TrainConfig, fit_texts, train
 from seqgen.train import loop as loop_module
 from seqgen.train.loop import TrainingDiverged
+from seqgen.train.models import parameter_count
 
 torch.set_num_threads(1)
 
@@ -362,6 +363,13 @@ def test_runs_saved_before_the_forget_bias_option_keep_torchs_initialisation() -
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), CharRNN(10, "lstm", 8, 32, 2)
                                                   .state_dict().values()))
     assert not torch.allclose(forget_gate_bias(plain.state_dict(), 32, 0), torch.tensor(1.0), atol=0.1)
+
+
+@pytest.mark.parametrize("cell", NAMES)
+def test_parameter_count_before_building_is_the_built_models(cell: str) -> None:
+    """The count that refuses too large a model (training and Keras import) is the one torch allocates."""
+    model = CharRNN(11, cell, 5, 7, 3)
+    assert parameter_count(CELLS[cell].gates, 11, 5, 7, 3) == model.parameter_count
 
 
 def test_output_dropout_drops_the_top_layers_outputs_in_training_only_and_defaults_off(corpus: Path,

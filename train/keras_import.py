@@ -23,10 +23,9 @@ from seqgen.vocab import Vocabulary
 from .export import export_onnx
 from .keras_file import WeightReader, archive_names, open_keras
 from .keras_vocab import tokenizer_vocabulary
-from .models import CharRNN
+from .models import MAX_PARAMETERS, CharRNN, parameter_count
 
 MAX_KERAS_LAYERS = 256
-MAX_PARAMETERS = 2**27
 RECURRENT = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
 """Keras' recurrent layers and their number of gate blocks."""
 PASSTHROUGH = ("Dropout", "SpatialDropout1D")
@@ -262,17 +261,15 @@ def check_sizes(plan: Plan, vocab: Vocabulary) -> None:
     width = _positive(plan.embedding, "output_dim", MAX_HIDDEN)
     outputs = _positive(plan.head, "units", MAX_VOCAB)
     units = plan.recurrent[0].option("units")
-    parameters = ids * width + (units + 1) * outputs + sum(
-        RECURRENT[layer.kind] * units * ((units if index else width) + units + 2)
-        for index, layer in enumerate(plan.recurrent))
-    if parameters > MAX_PARAMETERS:
-        raise SeqgenError(f"the model has {parameters} parameters; seqgen imports character models of up to "
-                          f"{MAX_PARAMETERS}")
     for layer, count in ((plan.embedding, ids), (plan.head, outputs)):
         if count != vocab.size:
             what = "input_dim" if layer is plan.embedding else "units"
             raise layer.refuse(f"{what} {count} but the vocabulary has {vocab.size} ids (padding 0 and "
                                f"{vocab.size - 1} characters); give the tokenizer the model was trained with")
+    parameters = parameter_count(RECURRENT[plan.kind], vocab.size, width, units, len(plan.recurrent))
+    if parameters > MAX_PARAMETERS:
+        raise SeqgenError(f"the model has {parameters} parameters; seqgen imports character models of up to "
+                          f"{MAX_PARAMETERS}")
 
 
 def _shapes(layer: Layer, inputs: int) -> list[tuple[int, ...]]:

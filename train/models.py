@@ -6,9 +6,22 @@ import torch
 from torch import nn
 
 from seqgen.cells import CELLS, NAMES
+from seqgen.errors import SeqgenError
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 """[layers, batch, hidden] (LSTM: the pair hidden state, cell state)."""
+MAX_PARAMETERS = 2**27
+"""The most weights a model may have (512 MiB of float32, some 40 times the shipped Shakespeare model): each
+size has its own limit, but together they could ask for terabytes, so the count is checked before torch
+allocates anything."""
+
+
+def parameter_count(gates: int, vocab_size: int, embedding_size: int, hidden_size: int, layers: int) -> int:
+    """The weights of a CharRNN whose cell has `gates` gate blocks: embedding, recurrent layers (two biases per
+    gate, as torch keeps them), head."""
+    recurrent = sum(gates * hidden_size * ((hidden_size if layer else embedding_size) + hidden_size + 2)
+                    for layer in range(layers))
+    return vocab_size * embedding_size + recurrent + (hidden_size + 1) * vocab_size
 
 
 class CharRNN(nn.Module):
@@ -28,6 +41,11 @@ class CharRNN(nn.Module):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; use one of {', '.join(NAMES)}")
+        count = parameter_count(CELLS[cell].gates, vocab_size, embedding_size, hidden_size, layers)
+        if count > MAX_PARAMETERS:
+            raise SeqgenError(f"a {cell} of {layers} layer(s) of {hidden_size} units with embedding {embedding_size} "
+                              f"and {vocab_size} ids has {count} parameters, more than the {MAX_PARAMETERS} seqgen "
+                              "allows; choose a smaller --hidden, --layers or --embedding")
         self.cell = cell
         spec = CELLS[cell]
         self.vocab_size, self.embedding_size, self.hidden_size, self.layers = (
