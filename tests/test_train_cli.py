@@ -112,6 +112,13 @@ def test_val_fraction_is_refused_where_it_would_be_ignored(corpus: Path, tmp_pat
         assert not (tmp_path / "r").exists()
 
 
+def test_dropout_with_one_layer_is_a_usage_error(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    result = CliRunner().invoke(train_cli, ["fit", str(corpus), "--layers", "1", "--dropout", "0.5", "--out", str(out)])
+    assert result.exit_code == 2 and "--output-dropout" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("sizes", [["--hidden", "65536", "--layers", "64"], ["--layers", "64", "--hidden", "8192"]])
 def test_a_model_too_large_to_allocate_is_refused_before_torch_tries(corpus: Path, tmp_path: Path,
                                                                       sizes: list[str]) -> None:

@@ -365,6 +365,15 @@ def test_runs_saved_before_the_forget_bias_option_keep_torchs_initialisation() -
     assert not torch.allclose(forget_gate_bias(plain.state_dict(), 32, 0), torch.tensor(1.0), atol=0.1)
 
 
+def test_dropout_between_layers_is_refused_where_there_is_no_second_layer() -> None:
+    """torch applies --dropout between stacked layers only: with one layer it was accepted and silently did
+    nothing. A run saved that way trained without dropout, so it loads (to resume or export) with 0."""
+    with pytest.raises(SeqgenError, match="--output-dropout"):
+        TrainConfig(layers=1, dropout=0.3)
+    assert TrainConfig(layers=1, output_dropout=0.3).output_dropout == 0.3
+    assert TrainConfig.from_dict({"layers": 1, "dropout": 0.3}).dropout == 0.0
+
+
 @pytest.mark.parametrize("cell", NAMES)
 def test_parameter_count_before_building_is_the_built_models(cell: str) -> None:
     """The count that refuses too large a model (training and Keras import) is the one torch allocates."""

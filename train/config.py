@@ -92,6 +92,8 @@ class TrainConfig:
             (self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}"),
             (self.dropout < 1, "--dropout must be in [0, 1)"),
             (self.output_dropout < 1, "--output-dropout must be in [0, 1)"),
+            (self.dropout == 0 or self.layers > 1, "--dropout acts between stacked layers and a 1-layer model has "
+                                                   "none; use --output-dropout, or --layers 2 or more"),
             (self.preset is None or self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),
@@ -134,6 +136,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         options = {k: v for k, v in data.items() if k in known}
         options.setdefault("forget_bias", None)  # saved before the option: torch's initialisation, as trained
+        if options.get("layers") == 1:
+            options["dropout"] = 0.0  # saved before 1-layer dropout was refused: torch applied none, as trained
         return cls(**options)
 
 
