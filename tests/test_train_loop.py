@@ -19,6 +19,7 @@ from seqgen.cells import CELLS, NAMES
 from seqgen.errors import SeqgenError
 from seqgen.train import CharRNN, TrainConfig, fit_texts, train
 from seqgen.train import loop as loop_module
+from seqgen.train.config import INTEGERS
 from seqgen.train.loop import TrainingDiverged
 from seqgen.train.models import parameter_count
 
@@ -286,6 +287,13 @@ def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
 def test_bad_options_are_one_clear_error(option: str, value: object) -> None:
     with pytest.raises(SeqgenError, match="--" + option.replace("_", "-")):
         TrainConfig(**{option: value})
+
+
+@pytest.mark.parametrize("option", [name for name, (_, high) in INTEGERS.items() if high is None or high > 2**63])
+def test_counts_beyond_int64_are_one_clear_error(option: str) -> None:
+    """--warmup-steps 10**400 passed (no upper limit) and the learning rate's division raised OverflowError."""
+    with pytest.raises(SeqgenError, match="--" + option.replace("_", "-")):
+        TrainConfig(**{option: 10**400})
 
 
 # -- limits and run folders -----------------------------------------------------------------------
