@@ -279,6 +279,9 @@ def test_eval_of_a_line_item_model_scores_the_held_out_items(tmp_path: Path) -> 
     assert len(held) == 2 and report["tokens"] == sum(len(item) + 1 for item in held)
     refused = CliRunner().invoke(train_cli, ["eval", str(tmp_path / "run"), str(corpus), "--val-fraction", "0.5"])
     assert refused.exit_code == 2 and "--val-fraction splits running text only" in refused.stderr
+    for seed in ("-1", str(2**64)):  # -1 reached numpy's generator: internal error, exit 1
+        refused = CliRunner().invoke(train_cli, ["eval", str(tmp_path / "run"), str(corpus), "--seed", seed])
+        assert refused.exit_code == 2 and "--seed must be an integer" in refused.stderr, refused.output
 
 
 def test_plot_draws_the_loss_curves_to_a_png(lstm_run: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import seqgen
+from seqgen import checks
 from seqgen.errors import SeqgenError
 
 from .config import DEFAULT_VAL_FRACTION, TEXT_ONLY_SPLIT
@@ -30,6 +31,7 @@ def model_held_out_text(model: seqgen.Model, text: str, *, val_fraction: float |
     line_items = model.file.line_items if lines is None else lines
     if line_items and val_fraction is not None:
         raise SeqgenError(TEXT_ONLY_SPLIT)
+    seed = checks.seed(seed, "--seed")  # as training's seeds: numpy's generator refuses negatives
     if not line_items and seed is not None:
         raise SeqgenError("--seed picks the held-out items of a line-item model; running text holds out its last "
                           "fraction (--val-fraction), which no seed changes; drop --seed")
