@@ -177,6 +177,16 @@ def test_resume_keeps_the_saved_options_but_takes_new_limits(corpus: Path, tmp_p
     assert saved["config"]["cell"] == "lstm" and saved["config"]["hidden"] == 24 and saved["config"]["max_steps"] == 6
 
 
+def test_a_resume_that_takes_no_step_reports_the_runs_figures(corpus: Path, tmp_path: Path) -> None:
+    """Resumed with a limit already reached, the run reported a training accuracy of 0.0: it was not saved."""
+    out = tmp_path / "run"
+    first = train(config(corpus, out, max_steps=4, eval_every=4))
+    assert first.train_accuracy > 0
+    again = train(TrainConfig(out=str(out), max_steps=2), resume=True)
+    assert again.steps == 4 and again.train_accuracy == first.train_accuracy
+    assert again.best_val_loss == first.best_val_loss
+
+
 def test_resume_cli_refuses_another_out_folder(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(config(corpus, out, max_steps=2, eval_every=2))

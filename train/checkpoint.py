@@ -24,6 +24,8 @@ LATEST, BEST = "checkpoint.pt", "best.pt"
 
 _COUNTS = ("step", "epoch", "batch_in_epoch", "best_step", "bad_evals")
 _FIGURES = ("elapsed", "best_val", "best_accuracy")
+_LATER_FIGURES = ("train_accuracy",)
+"""Figures checkpoints hold since a later version: checked where present, not required."""
 _TABLES = ("config", "corpus", "model", "optimizer")
 
 
@@ -74,7 +76,7 @@ def _problem(payload: dict[str, object]) -> str:
         if key in payload and (isinstance(payload[key], bool) or not isinstance(payload[key], int)
                                or payload[key] < 0):  # type: ignore[operator]
             return f"its {key} is not a count"
-    for key in _FIGURES:
+    for key in (*_FIGURES, *_LATER_FIGURES):
         if key in payload and (isinstance(payload[key], bool) or not isinstance(payload[key], numbers.Real)):
             return f"its {key} is not a number"
     corpus = payload.get("corpus", {"name": "", "sha256": "", "line_items": False})

@@ -208,6 +208,7 @@ class Run:
         for key in ("step", "epoch", "batch_in_epoch", "elapsed", "best_val", "best_accuracy", "best_step",
                     "bad_evals"):
             setattr(self, key, saved[key])
+        self.train_accuracy = saved.get("train_accuracy", 0.0)  # a resume that takes no step reports it too
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -262,7 +263,7 @@ class Run:
             **self.rng_payload(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "elapsed": self.elapsed,
             "best_val": self.best_val, "best_accuracy": self.best_accuracy, "best_step": self.best_step,
-            "bad_evals": self.bad_evals,
+            "bad_evals": self.bad_evals, "train_accuracy": self.train_accuracy,
         }
 
     def log(self, record: dict[str, object]) -> None:
