@@ -360,3 +360,10 @@ def test_a_recorded_input_length_is_read_as_strictly_as_the_files_sizes(imported
     model = seqgen.load(edited(imported["lstm.keras"], tmp_path / "edited.onnx", keras_input_length=recorded))
     with pytest.raises(SeqgenError, match=r"keras_input_length=.* is not an integer"):
         keras_predict(model, ["the"])
+
+
+def test_a_tokenizer_that_never_ends_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    """/dev/zero reports a size of 0, so the size check passed and reading it filled the memory."""
+    result = import_keras(FIXTURES / "notebook.keras", "--tokenizer", "/dev/zero", "--out", tmp_path / "m.onnx")
+    assert_input_error(result, "/dev/zero", "bytes")
+    assert not (tmp_path / "m.onnx").exists()

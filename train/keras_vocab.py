@@ -61,12 +61,15 @@ def _vocabulary(path: Path, chars: list[str], lower: bool, unknown: str, replace
 
 def _tokenizer_config(path: Path) -> dict[str, Any]:
     try:
-        size = path.stat().st_size
-        if size > MAX_TOKENIZER_BYTES:
-            raise SeqgenError(f"{path} has {size} bytes, more than a character tokenizer's JSON; is it the right file?")
-        data = json.loads(path.read_bytes())
+        with path.open("rb") as handle:  # read, not stat: /dev/zero or a pipe has no size and no end
+            raw = handle.read(MAX_TOKENIZER_BYTES + 1)
     except OSError as exc:
         raise SeqgenError(f"cannot read tokenizer {path}: {exc.strerror}; check the path") from None
+    if len(raw) > MAX_TOKENIZER_BYTES:
+        raise SeqgenError(f"{path} has more than {MAX_TOKENIZER_BYTES} bytes, more than a character tokenizer's "
+                          "JSON; is it the right file?")
+    try:
+        data = json.loads(raw)
     except (ValueError, RecursionError):
         raise SeqgenError(f"{path} is not JSON; write it with open(path, 'w').write(tokenizer.to_json())") from None
     if not isinstance(data, dict) or data.get("class_name") != "Tokenizer" or not isinstance(data.get("config"), dict):
