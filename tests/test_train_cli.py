@@ -112,6 +112,16 @@ def test_val_fraction_is_refused_where_it_would_be_ignored(corpus: Path, tmp_pat
         assert not (tmp_path / "r").exists()
 
 
+def test_seq_len_is_refused_where_it_would_be_ignored(corpus: Path, tmp_path: Path) -> None:
+    """Line items and presets are framed by their own lengths: --seq-len there was accepted and did nothing."""
+    for extra in (["--lines", str(corpus)], ["--preset", "alphabet-next"]):
+        result = CliRunner().invoke(train_cli, ["fit", *extra, "--seq-len", "64", "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2 and "--seq-len" in result.stderr, result.output
+        assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "r").exists()
+    with pytest.raises(SeqgenError, match="--seq-len"):
+        fit_texts(["anna", "bob"], tmp_path / "r", seq_len=64)
+
+
 def test_dropout_with_one_layer_is_a_usage_error(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     result = CliRunner().invoke(train_cli, ["fit", str(corpus), "--layers", "1", "--dropout", "0.5", "--out", str(out)])

@@ -39,6 +39,8 @@ REALS = {"dropout": (0, 1, False), "output_dropout": (0, 1, False), "val_fractio
          "weight_decay": (0, None, False), "min_lr_ratio": (0, 1, False), "grad_clip": (0, None, True),
          "time_budget": (0, None, True), "forget_bias": (-FLOAT32_MAX, FLOAT32_MAX, False)}
 FLAGS = ("lines", "lowercase", "progress")
+TEXT_ONLY_LENGTH = ("--seq-len cuts running text into sequences: line items and a preset's examples keep their own "
+                    "lengths; drop --seq-len")
 TEXT_ONLY_SPLIT = ("--val-fraction splits running text only: line items hold out makemore's seeded "
                    "min(1000, 10%) of the items, and a preset brings its own data; drop --val-fraction")
 

@@ -26,7 +26,7 @@ from seqgen.errors import SeqgenError
 from seqgen.vocab import BOUNDARY, Vocabulary
 
 from . import checkpoint, runfolder
-from .config import RESUME_OPTIONS, TEXT_ONLY_SPLIT, TrainConfig, usable_cpus
+from .config import RESUME_OPTIONS, TEXT_ONLY_LENGTH, TEXT_ONLY_SPLIT, TrainConfig, usable_cpus
 from .data import IGNORE, Dataset, Examples, batches, build_dataset, item_dataset, length_groups, pairs, steps_per_epoch
 from .export import export_run
 from .files import append_line, atomic_write, finite_number, read_jsonl, reported
@@ -498,8 +498,10 @@ def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path,
               **options: object) -> Result:
     """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
     next-character tasks. Options are TrainConfig fields; `overwrite` as for train."""
-    if "val_fraction" in options:  # items and pairs in memory have their own held-out sets, no tail to cut
-        raise SeqgenError(TEXT_ONLY_SPLIT)
+    # items and pairs in memory have their own held-out sets and lengths: no tail to cut, no text to chunk
+    for name, refusal in (("val_fraction", TEXT_ONLY_SPLIT), ("seq_len", TEXT_ONLY_LENGTH)):
+        if name in options:
+            raise SeqgenError(refusal)
     config = TrainConfig(out=str(out), **options)  # type: ignore[arg-type]
     if texts and all(isinstance(t, tuple) for t in texts):
         sources = [s for pair in texts for s in pair]
