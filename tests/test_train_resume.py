@@ -68,10 +68,13 @@ def val_losses(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
 
 
-def test_a_run_stopped_by_max_steps_and_resumed_ends_as_an_uninterrupted_one(corpus: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("output_dropout", [0.0, 0.4])
+def test_a_run_stopped_by_max_steps_and_resumed_ends_as_an_uninterrupted_one(corpus: Path, tmp_path: Path,
+                                                                            output_dropout: float) -> None:
     # a constant schedule (after warm-up): a cosine decay is scaled to the run's length, which max_steps changes
-    whole = train(config(corpus, tmp_path / "whole", schedule="constant", max_steps=16))
-    half = train(config(corpus, tmp_path / "split", schedule="constant", max_steps=8))
+    options = {"schedule": "constant", "output_dropout": output_dropout}
+    whole = train(config(corpus, tmp_path / "whole", max_steps=16, **options))
+    half = train(config(corpus, tmp_path / "split", max_steps=8, **options))
     assert half.steps == 8 and half.stopped == "max steps"
     assert checkpoint(tmp_path / "split")["step"] == 8
     resumed = train(TrainConfig(out=str(tmp_path / "split"), max_steps=16), resume=True)
