@@ -16,6 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from seqgen.errors import SeqgenError
 from seqgen.train import TrainConfig, train
 from seqgen.train.cli import main as train_cli
 from seqgen.train.loop import Run
@@ -188,6 +189,28 @@ def test_a_resume_that_takes_no_step_reports_the_runs_figures(corpus: Path, tmp_
     again = train(TrainConfig(out=str(out), max_steps=2), resume=True)
     assert again.steps == 4 and again.train_accuracy == first.train_accuracy
     assert again.best_val_loss == first.best_val_loss
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_run_folder_in_use_by_another_process_is_refused_unchanged(corpus: Path, tmp_path: Path) -> None:
+    """A resume started while the run still trained (or an --overwrite of it) trimmed its log and wrote its
+    checkpoints between the running one's: both runs' files were interleaved."""
+    import fcntl
+
+    out = tmp_path / "run"
+    train(config(corpus, out, max_steps=4, eval_every=2))
+    before = {name: (out / name).read_bytes() for name in ("checkpoint.pt", "metrics.jsonl")}
+    held = os.open(out, os.O_RDONLY)  # as a training process holds its folder
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SeqgenError, match="in use"):
+            train(TrainConfig(out=str(out), max_steps=6), resume=True)
+        with pytest.raises(SeqgenError, match="in use"):
+            train(config(corpus, out, max_steps=2), overwrite=True)
+        assert {name: (out / name).read_bytes() for name in before} == before
+    finally:
+        os.close(held)
+    assert train(TrainConfig(out=str(out), max_steps=6), resume=True).steps == 6
 
 
 def test_resume_cli_refuses_another_out_folder(corpus: Path, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from . import checkpoint, runfolder
 from .config import RESUME_OPTIONS, TEXT_ONLY_LENGTH, TEXT_ONLY_SPLIT, TrainConfig, usable_cpus
 from .data import IGNORE, Dataset, Examples, batches, build_dataset, item_dataset, length_groups, pairs, steps_per_epoch
 from .export import export_run
-from .files import append_line, atomic_write, finite_number, read_jsonl, reported
+from .files import append_line, atomic_write, finite_number, read_jsonl
 from .models import CharRNN
 
 DEFAULT_EPOCHS = 10
@@ -306,12 +306,14 @@ class Run:
             self.batch_in_epoch = 0
 
     def fit(self) -> Result:
-        config = self.config
-        if self.main:
-            with reported(self.out):
-                self.out.mkdir(parents=True, exist_ok=True)
-            if self.resumed:
+        """Train until a limit is reached, rank 0 holding the run folder so that no other process writes in it."""
+        with runfolder.held(self.out) if self.main else contextlib.nullcontext():
+            if self.main and self.resumed:
                 self.trim_metrics()
+            return self._steps()
+
+    def _steps(self) -> Result:
+        config = self.config
         total = self.total_steps()
         checkpoint_every = config.checkpoint_every or config.eval_every
         bar = _progress(total, self.step, config.progress and self.main)

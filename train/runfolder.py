@@ -6,12 +6,20 @@ files stay until the new run saves its first checkpoint, so a run that fails ear
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from seqgen.errors import SeqgenError
 
 from . import checkpoint
 from .files import reported
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, the folder is not held
+    fcntl = None  # type: ignore[assignment]
 
 METRICS, MODEL, PLOT = "metrics.jsonl", "model.onnx", "loss.png"
 RUN_FILES = (checkpoint.LATEST, checkpoint.BEST, MODEL, METRICS, PLOT)
@@ -37,3 +45,23 @@ def retire(out: Path, names: list[str], keep: str) -> None:
         if name != keep:
             with reported(out / name):
                 (out / name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def held(out: Path) -> Iterator[None]:
+    """Make the run folder and hold it (an flock on the folder, released when the process ends however it
+    ends) while this process trains in it: a resume or an --overwrite started while the run still trains is
+    refused before it changes anything, instead of interleaving its checkpoints and log with the run's."""
+    with reported(out):
+        out.mkdir(parents=True, exist_ok=True)
+        folder = os.open(out, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SeqgenError(f"{out} is in use by another seqgen-train process; wait for it to finish (or stop "
+                                  f"it), then resume, or choose another --out") from None
+        yield
+    finally:
+        os.close(folder)
