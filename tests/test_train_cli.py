@@ -44,6 +44,11 @@ def fit(*args: str) -> dict[str, object]:
     return json.loads(result.stdout)
 
 
+def test_version_is_in_clicks_form_as_seqgen_run_prints_it() -> None:
+    result = CliRunner().invoke(train_cli, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"seqgen-train, version {seqgen.__version__}\n"
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(2)

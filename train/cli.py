@@ -51,7 +51,7 @@ class ForgetBias(click.ParamType):
 
 
 @click.group(cls=SeqgenGroup)
-@click.version_option(version=__version__, message="%(version)s")
+@click.version_option(__version__, prog_name="seqgen-train")
 def main() -> None:
     """Train character models and export them for seqgen-run."""
 
