@@ -211,6 +211,27 @@ def test_the_divergence_message_says_what_the_folder_really_holds(
     assert sorted(p.name for p in out.iterdir()) == files_left
 
 
+def test_a_run_too_large_for_the_memory_is_one_line_naming_the_sizes(tmp_path: Path) -> None:
+    """Each size within its limit, but one step's activations (13 GB at embedding 60,000) beyond the memory the
+    process may have: torch's refused allocation becomes a usage error, not a traceback."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+
+    corpus = tmp_path / "cat.txt"  # enough text for full batches of 64 sequences of 128 characters
+    corpus.write_text("the cat sat on the mat. " * 2000, encoding="utf-8")
+    done = subprocess.run([str(Path(sys.executable).parent / "seqgen-train"), "fit", str(corpus), "--out",
+                           str(tmp_path / "run"), "--embedding", "60000", "--hidden", "16", "--layers", "1",
+                           "--max-steps", "2", "--threads", "1", "--no-progress"],
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit_memory)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("Error: training ran out of memory: choose a smaller --batch-size")
+    assert len(done.stderr.splitlines()) == 1 and "nothing was saved" in done.stderr
+
+
 # == commands never write over what they did not make =================================================
 
 

@@ -473,6 +473,12 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether an error is an allocation the machine refused (torch's CPU allocator raises a plain RuntimeError;
+    its GPU allocators, OutOfMemoryError): the run's sizes were too large for it, a usage error."""
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error)
+
+
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
           dataset: Dataset | None = None) -> Result:
     """Run (or with `resume`, continue) a training run; returns its result and writes model.onnx.
@@ -491,6 +497,12 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         return run.fit()
     except KeyboardInterrupt:
         raise Interrupted(run.resume_hint() if run else "Interrupted before training started") from None
+    except (RuntimeError, MemoryError) as exc:
+        if not out_of_memory(exc):
+            raise
+        left = run.left_behind() if run else "nothing was saved"
+        raise SeqgenError("training ran out of memory: choose a smaller --batch-size, --seq-len, --hidden, "
+                          f"--embedding or --layers; {left}") from None
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
