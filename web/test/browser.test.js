@@ -86,6 +86,30 @@ function pythonOutputs(name) {
 
 const maxDiff = (a, b) => Math.max(...a.map((x, i) => Math.abs(x - b[i])));
 
+/**
+ * Int8 greedy text: the two runtimes' int8 kernels round differently, so where the two best characters are
+ * nearly tied each may pick another. The texts must agree up to their first difference, and there the two
+ * characters chosen must be Python's best two, within twice the int8 probability bound of each other.
+ */
+async function assertGreedyPartsOnlyAtANearTie(page, name, web, python) {
+  if (web.text === undefined || python.text === undefined || web.text === python.text) {
+    assert.deepEqual(web, python, 'greedy generation');
+    return;
+  }
+  const at = [...python.text].findIndex((char, i) => char !== web.text[i]);
+  const prompt = inputsOf(name).prompts[1];
+  const [[distribution]] = reference([{ kind: 'distributions', model: name, prompts: [prompt + python.text.slice(0, at)] }]);
+  const ids = await page.evaluate(async ({ name, chars }) => {
+    const model = await seqgen.load(`models/${name}.onnx`, { name });
+    return Array.from(model.vocab.encode(chars));
+  }, { name, chars: python.text[at] + web.text[at] });
+  const best = distribution.map((p, id) => [p, id]).sort((a, b) => b[0] - a[0]).slice(0, 2);
+  const context = `greedy text parts at character ${at} (${JSON.stringify(python.text[at])} in Python, ` +
+    `${JSON.stringify(web.text[at])} here)`;
+  assert.deepEqual(ids.toSorted(), best.map(([, id]) => id).toSorted(), `${context}: not Python's two best`);
+  assert.ok(best[0][0] - best[1][0] <= 2 * INT8.probability, `${context}: not a near-tie (${best[0][0]} vs ${best[1][0]})`);
+}
+
 describe('in Chromium', () => {
   let site;
   before(async () => {
@@ -107,7 +131,8 @@ describe('in Chromium', () => {
         assert.ok(diff <= tolerance.logprob + 1e-6 * Math.abs(expected), `character ${i}: log-probabilities differ by ${diff}`);
       }
       assert.ok(Math.abs(web.score.loss - python.score.loss) <= tolerance.loss + 1e-6 * Math.abs(python.score.loss));
-      assert.deepEqual(web.greedy, python.greedy, 'greedy generation');
+      if (name.endsWith('-int8')) await assertGreedyPartsOnlyAtANearTie(site.page, name, web.greedy, python.greedy);
+      else assert.deepEqual(web.greedy, python.greedy, 'greedy generation');
       assert.equal(python.samples.length, sampledFor(name).length);
       for (const [i, expected] of python.samples.entries()) assert.deepEqual(web.samples[i], expected, `sampled ${i}`);
     });
