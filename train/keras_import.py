@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqgen.cells import CELLS
 from seqgen.errors import SeqgenError
 from seqgen.modelfile import KERAS_INPUT_LENGTH_KEY, MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB, MAX_WINDOW
 from seqgen.vocab import Vocabulary
@@ -26,8 +27,8 @@ from .keras_vocab import tokenizer_vocabulary
 from .models import MAX_PARAMETERS, CharRNN, parameter_count
 
 MAX_KERAS_LAYERS = 256
-RECURRENT = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
-"""Keras' recurrent layers and their number of gate blocks."""
+RECURRENT = {"SimpleRNN": "rnn_tanh", "LSTM": "lstm", "GRU": "gru"}
+"""Keras' recurrent layers and a seqgen cell of the same gate blocks (the cell table holds their count)."""
 PASSTHROUGH = ("Dropout", "SpatialDropout1D")
 """Layers that do nothing at inference."""
 # Keras' gate blocks in PyTorch's order: LSTM i,f,c,o is torch's i,f,g,o; GRU z,r,h -> torch r,z,n.
@@ -266,16 +267,21 @@ def check_sizes(plan: Plan, vocab: Vocabulary) -> None:
             what = "input_dim" if layer is plan.embedding else "units"
             raise layer.refuse(f"{what} {count} but the vocabulary has {vocab.size} ids (padding 0 and "
                                f"{vocab.size - 1} characters); give the tokenizer the model was trained with")
-    parameters = parameter_count(RECURRENT[plan.kind], vocab.size, width, units, len(plan.recurrent))
+    parameters = parameter_count(_gates(plan.kind), vocab.size, width, units, len(plan.recurrent))
     if parameters > MAX_PARAMETERS:
         raise SeqgenError(f"the model has {parameters} parameters; seqgen imports character models of up to "
                           f"{MAX_PARAMETERS}")
 
 
+def _gates(kind: str) -> int:
+    """Gate blocks of a Keras recurrent layer, from the cell table."""
+    return CELLS[RECURRENT[kind]].gates
+
+
 def _shapes(layer: Layer, inputs: int) -> list[tuple[int, ...]]:
     """Keras' weight arrays of an RNN layer, in order: kernel, recurrent kernel, bias (GRU: 2 rows)."""
     units = layer.option("units")
-    width = RECURRENT[layer.kind] * units
+    width = _gates(layer.kind) * units
     bias = [((2, width) if layer.kind == "GRU" else (width,))] if layer.option("use_bias", True) else []
     return [(inputs, width), (units, width), *bias]
 
@@ -301,7 +307,7 @@ def build_model(plan: Plan, read_weights: WeightReader) -> CharRNN:
         for index, layer in enumerate(plan.recurrent):
             shapes = _shapes(layer, units if index else embedding_size)
             kernel, recurrent, *bias = read_weights(layer.name, layer.archive_name, shapes)
-            rows = np.zeros((2, RECURRENT[layer.kind] * units), np.float32)
+            rows = np.zeros((2, _gates(layer.kind) * units), np.float32)
             if bias:  # GRU: input and recurrent bias rows; the others: one bias, on the input side
                 rows[: len(bias[0]) if bias[0].ndim == 2 else 1] = bias[0]
             for name, value in (("weight_ih", kernel), ("weight_hh", recurrent), ("bias_ih", rows[0]),
