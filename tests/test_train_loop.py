@@ -278,6 +278,18 @@ def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
         fit_texts(["anna", "bob"], tmp_path / "x", val_fraction=0.2)
 
 
+def test_seq_len_belongs_to_running_text_alone() -> None:
+    """TrainConfig(lines=True, seq_len=64) from Python was accepted and trained on whole lines: the config
+    could not tell a given length from its default. Now it can, and an old run's saved 128 still loads."""
+    assert TrainConfig().seq_len == 128 and TrainConfig(lines=True).seq_len is None
+    for options in ({"lines": True}, {"preset": "alphabet-next"}):
+        with pytest.raises(SeqgenError, match="--seq-len cuts running text"):
+            TrainConfig(seq_len=64, **options)
+        saved = {**TrainConfig(**options).to_dict(), "seq_len": 128}  # as runs saved before wrote it
+        assert TrainConfig.from_dict(saved).seq_len is None
+    assert TrainConfig.from_dict(TrainConfig(seq_len=64).to_dict()).seq_len == 64
+
+
 @pytest.mark.parametrize(("option", "value"), [
     ("cell", "transformer"), ("dropout", 1.0), ("output_dropout", 1.0), ("output_dropout", -0.1), ("lr", 0.0),
     ("val_fraction", 1.0), ("val_fraction", 0.0),

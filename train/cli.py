@@ -17,7 +17,7 @@ from seqgen.choices import ORDERS
 from seqgen.cli import SeqgenGroup
 from seqgen.errors import SeqgenError
 
-from .config import DEVICES, PRECISIONS, RESUME_OPTIONS, SCHEDULES, TEXT_ONLY_LENGTH, TrainConfig, parse_duration
+from .config import DEVICES, PRECISIONS, RESUME_OPTIONS, SCHEDULES, TrainConfig, parse_duration
 from .presets import PRESETS, describe
 
 
@@ -158,8 +158,6 @@ def fit(corpus: tuple[str, ...], resume: str | None, overwrite: bool, **given: o
         if corpus and chosen.get("preset"):
             raise SeqgenError(f"--preset {chosen['preset']} brings its own data; drop the corpus files or "
                               "the preset")
-        if "seq_len" in chosen and (chosen.get("lines") or chosen.get("preset")):
-            raise SeqgenError(TEXT_ONLY_LENGTH)
         base = preset_options(chosen["preset"]) if chosen.get("preset") else {}
         config = TrainConfig(corpus=list(corpus), **{**base, **chosen})
     try:
