@@ -72,7 +72,8 @@ _FIT_OPTIONS = [
     click.option("--forget-bias", type=ForgetBias(),
                  help="LSTM forget-gate bias at the start (default 1: remember until learned otherwise; "
                       "'torch': torch's initialisation)."),
-    click.option("--seq-len", type=click.IntRange(2)),
+    click.option("--seq-len", type=click.IntRange(2),
+                 help="Characters of running text per training sequence (default 128); line items keep theirs."),
     click.option("--batch-size", type=click.IntRange(1)),
     click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                  help="Held-out tail of running text (default 0.1); line items use makemore's split."),
