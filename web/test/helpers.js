@@ -1,5 +1,6 @@
 /** Shared by the tests: the Python runtime's expected outputs, the shipped models, and a Chromium page. */
 import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +11,8 @@ import { serve } from '../scripts/serve.js';
 import { BYTES, records } from '../src/wire.js';
 
 export const ARTIFACTS = fileURLToPath(new URL('../../artifacts/', import.meta.url));
-export const SHIPPED = ['alphabet', 'names', 'names-int8', 'shakespeare', 'shakespeare-int8'];
+/** The shipped models' names: every .onnx file in artifacts/, as the Python runtime finds them. */
+export const SHIPPED = readdirSync(ARTIFACTS).filter((file) => file.endsWith('.onnx')).map((file) => file.slice(0, -5)).sort();
 const PYTHON = process.env.SEQGEN_PYTHON ?? 'python3';
 const CHROMIUM = process.env.SEQGEN_CHROMIUM ?? '/usr/bin/chromium';
 
