@@ -10,12 +10,12 @@ import { ARTIFACTS, SHIPPED, openSite, reference, withMetadata } from './helpers
 
 const PASSAGE = 'First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n' +
   'First Citizen:\nYou are all resolved rather to die than to famish?\n';
-/** Prompts and a text to score for each shipped model, all inside its vocabulary. */
+/** Prompts and a text to score for the models of each training corpus, all inside its vocabulary. */
 const INPUTS = {
   // the ReLU model's state overflows after 131 tokens: greedy text checks the refusal, samples stop before
-  alphabet: { prompts: ['', 'a', 'cde', 'abcdefghij'], text: 'abcdefghijabcdefghij', sampledChars: 120 },
-  names: { prompts: ['', 'a', 'mar', 'christ'], text: 'emma\noliver\nzoe\n\nmaximilian\n' },
-  shakespeare: { prompts: ['', 'ROMEO:', 'To be, or not to be, that is the q', PASSAGE], text: PASSAGE },
+  'preset:alphabet-seq2seq': { prompts: ['', 'a', 'cde', 'abcdefghij'], text: 'abcdefghijabcdefghij', sampledChars: 120 },
+  'names.txt': { prompts: ['', 'a', 'mar', 'christ'], text: 'emma\noliver\nzoe\n\nmaximilian\n' },
+  'tinyshakespeare.txt': { prompts: ['', 'ROMEO:', 'To be, or not to be, that is the q', PASSAGE], text: PASSAGE },
 };
 /** Sampling option sets (Python names) for the seeded-parity checks; each also runs in the browser. */
 const SAMPLED = [{ seed: 1 }, { temperature: 0.8, top_k: 40, seed: 7 }, { top_p: 0.9, seed: 3 },
@@ -38,10 +38,12 @@ const SAMPLED_CHARS = 150;
 /** The Python runtime's option names in the JavaScript API. */
 const JS_NAMES = { top_k: 'topK', top_p: 'topP', min_p: 'minP', repetition_penalty: 'repetitionPenalty' };
 
-const inputsOf = (name) => INPUTS[name.replace('-int8', '')];
-/** The shipped models whose weights are int8, as their files say (the default may be one). */
-const QUANTIZED = new Set(reference(SHIPPED.map((model) => ({ kind: 'info', model })))
-  .flatMap((info, i) => (info.quantization === 'int8' ? [SHIPPED[i]] : [])));
+/** Each shipped model's metadata, as the Python runtime reads it: its corpus and quantization. */
+const INFO = Object.fromEntries(reference(SHIPPED.map((model) => ({ kind: 'info', model })))
+  .map((info, i) => [SHIPPED[i], info]));
+const inputsOf = (name) => INPUTS[INFO[name].corpus];
+/** Int8 models (the default may be one), as their files say. */
+const QUANTIZED = new Set(SHIPPED.filter((name) => INFO[name].quantization === 'int8'));
 /** Seeded text is compared for float models only (int8 text drifts, see FLOAT and INT8 above). */
 const sampledFor = (name) => (QUANTIZED.has(name) ? [] : SAMPLED);
 const jsOptions = (options) => Object.fromEntries(Object.entries(options).map(([k, v]) => [JS_NAMES[k] ?? k, v]));
