@@ -278,7 +278,7 @@ def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
         fit_texts(["anna", "bob"], tmp_path / "x", val_fraction=0.2)
 
 
-def test_seq_len_belongs_to_running_text_alone() -> None:
+def test_seq_len_belongs_to_running_text_alone(tmp_path: Path) -> None:
     """TrainConfig(lines=True, seq_len=64) from Python was accepted and trained on whole lines: the config
     could not tell a given length from its default. Now it can, and an old run's saved 128 still loads."""
     assert TrainConfig().seq_len == 128 and TrainConfig(lines=True).seq_len is None
@@ -288,6 +288,9 @@ def test_seq_len_belongs_to_running_text_alone() -> None:
         saved = {**TrainConfig(**options).to_dict(), "seq_len": 128}  # as runs saved before wrote it
         assert TrainConfig.from_dict(saved).seq_len is None
     assert TrainConfig.from_dict(TrainConfig(seq_len=64).to_dict()).seq_len == 64
+    result = fit_texts(["anna", "bob"], tmp_path / "x", seq_len=None, val_fraction=None, hidden=8, embedding=4,
+                       max_steps=1, samples=0, progress=False, threads=1)  # None is unset: nothing to refuse
+    assert result.steps == 1
 
 
 @pytest.mark.parametrize(("option", "value"), [

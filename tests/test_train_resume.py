@@ -234,3 +234,19 @@ def test_a_run_resumes_on_another_device_when_asked(corpus: Path, tmp_path: Path
     resumed = CliRunner().invoke(train_cli, ["fit", "--resume", str(out), "--max-steps", "4", "--device", "cpu"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["steps"] == 4 and checkpoint(out)["config"]["device"] == "cpu"
+
+
+def test_an_export_records_the_config_as_read_today(tmp_path: Path) -> None:
+    """A preset or line-item run saved before seq_len could be unset holds 128, which never applied to it; its
+    export copied that into the model's metadata instead of the config the run is read as."""
+    from seqgen import modelfile
+    from seqgen.train import checkpoint as checkpoints
+    from seqgen.train.export import export_run
+
+    out = tmp_path / "run"
+    train(TrainConfig(preset="alphabet-next", out=str(out), hidden=8, embedding=4, max_steps=2, eval_every=1,
+                      samples=0, progress=False, device="cpu", threads=1))
+    saved = checkpoint(out, "best.pt")
+    checkpoints.save(out / "best.pt", {**saved, "config": {**saved["config"], "seq_len": 128}})
+    export_run(out, tmp_path / "m.onnx")
+    assert modelfile.read(tmp_path / "m.onnx").info["training"]["config"]["seq_len"] is None

@@ -230,20 +230,21 @@ def is_seqgen_model(path: Path) -> bool:
     return any(is_seqgen_key(p.key) for p in model.metadata_props)
 
 
-def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, dict[str, object]]:
-    """The best weights of a run (or a checkpoint file), rebuilt as a CharRNN, with the checkpoint."""
+def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, TrainConfig, dict[str, object]]:
+    """The best weights of a run (or a checkpoint file), rebuilt as a CharRNN, with its config as it is read
+    today (what an older run's saved fields mean) and the checkpoint."""
     path = checkpoint.run_file(run, checkpoint.BEST)
     saved = checkpoint.load_run(path)
     config = TrainConfig.from_dict(saved["config"])
     vocab = Vocabulary.from_json(saved["vocab"])
     model = CharRNN(vocab.size, config.cell, config.embedding, config.hidden, config.layers)
     checkpoint.restore(model, saved["model"], path, "it is damaged or edited; restore it or train again")
-    return model.eval(), vocab, saved
+    return model.eval(), vocab, config, saved
 
 
 def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None) -> Path:
     """Export a run's best weights to one .onnx file, with the training facts in its metadata."""
-    model, vocab, saved = load_run_model(run)
+    model, vocab, config, saved = load_run_model(run)
     corpus = saved["corpus"]
     training = {
         "corpus": corpus["name"],
@@ -251,7 +252,7 @@ def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None
         "val_loss": round(float(saved["best_val"]), 5),
         "val_accuracy": round(float(saved["best_accuracy"]), 5),
         "best_step": int(saved["best_step"]),
-        "training": {"config": saved["config"], "seconds": round(seconds if seconds is not None
+        "training": {"config": config.to_dict(), "seconds": round(seconds if seconds is not None
                                                                 else float(saved["elapsed"]), 1),
                      "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"},
     }

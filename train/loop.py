@@ -514,7 +514,7 @@ def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path,
     next-character tasks. Options are TrainConfig fields; `overwrite` as for train."""
     # items and pairs in memory have their own held-out sets and lengths: no tail to cut, no text to chunk
     for name, refusal in (("val_fraction", TEXT_ONLY_SPLIT), ("seq_len", TEXT_ONLY_LENGTH)):
-        if name in options:
+        if options.get(name) is not None:
             raise SeqgenError(refusal)
     config = TrainConfig(out=str(out), **options)  # type: ignore[arg-type]
     if texts and all(isinstance(t, tuple) for t in texts):

@@ -41,7 +41,8 @@ const JS_NAMES = { top_k: 'topK', top_p: 'topP', min_p: 'minP', repetition_penal
 /** Each shipped model's metadata, as the Python runtime reads it: its corpus and quantization. */
 const INFO = Object.fromEntries(reference(SHIPPED.map((model) => ({ kind: 'info', model })))
   .map((info, i) => [SHIPPED[i], info]));
-const inputsOf = (name) => INPUTS[INFO[name].corpus];
+const inputsOf = (name) => INPUTS[INFO[name].corpus] ??
+  assert.fail(`${name}: no prompts for its corpus ${INFO[name].corpus} in INPUTS; add them`);
 /** Int8 models (the default may be one), as their files say. */
 const QUANTIZED = new Set(SHIPPED.filter((name) => INFO[name].quantization === 'int8'));
 /** Seeded text is compared for float models only (int8 text drifts, see FLOAT and INT8 above). */
