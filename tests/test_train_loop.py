@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from click.testing import CliRunner
 from onnx import numpy_helper
 
 import seqgen
@@ -19,6 +20,7 @@ from seqgen.cells import CELLS, NAMES
 from seqgen.errors import SeqgenError
 from seqgen.train import CharRNN, TrainConfig, fit_texts, train
 from seqgen.train import loop as loop_module
+from seqgen.train.cli import main as train_main
 from seqgen.train.config import INTEGERS
 from seqgen.train.loop import TrainingDiverged
 from seqgen.train.models import parameter_count
@@ -265,6 +267,28 @@ def test_fit_texts_rejects_mixed_or_empty_input(tmp_path: Path) -> None:
         fit_texts([], tmp_path / "x")
     with pytest.raises(SeqgenError, match="fit_texts takes"):
         fit_texts(["abc", ("ab", "c")], tmp_path / "x")  # type: ignore[list-item]
+
+
+def test_fit_texts_resumes_on_the_same_texts(tmp_path: Path) -> None:
+    """A fit_texts run could not be resumed at all (the CLI asked for a corpus it never had). Now fit_texts(...,
+    resume=True) continues it exactly, splitting the items by the run's saved seed, not this call's default;
+    the CLI says where to resume it."""
+    names = ["anna", "bob", "carl", "dora", "emil", "fred", "gina", "hugo", "ida", "jan", "kim", "lena"] * 2
+    choices = {"layers": 1, "hidden": 8, "embedding": 4, "batch_size": 4, "schedule": "constant", "warmup_steps": 0,
+               "eval_every": 3, "samples": 0, "progress": False, "threads": 1}
+    fit_texts(names, tmp_path / "whole", seed=5, max_steps=6, **choices)
+    fit_texts(names, tmp_path / "parts", seed=5, max_steps=3, **choices)
+    result = fit_texts(names, tmp_path / "parts", resume=True, max_steps=6, **choices)
+    assert result.steps == 6
+    whole, parts = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("whole", "parts"))
+    assert parts["config"]["seed"] == 5 and parts["config"]["lines"] and parts["config"]["seq_len"] is None
+    for name, weights in whole["model"].items():
+        assert torch.equal(weights, parts["model"][name]), name
+    cli = CliRunner().invoke(train_main, ["fit", "--resume", str(tmp_path / "parts"), "--max-steps", "9"])
+    assert cli.exit_code == 2 and "fit_texts(the same texts, out, resume=True)" in cli.output
+    for option in ({"preset": "alphabet-next"}, {"corpus": ["a.txt"]}, {"lines": False}):
+        with pytest.raises(SeqgenError, match="fit_texts trains on the texts it is given"):
+            fit_texts(names, tmp_path / "x", **option)
 
 
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:

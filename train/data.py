@@ -92,6 +92,8 @@ class Items:
         return frame_items([self.ids[self.starts[i] : self.starts[i + 1]] for i in indices])
 
 
+IN_MEMORY = "<texts>"
+"""The corpus name of a run trained on texts in memory (fit_texts): there is no file to read them again from."""
 Batchable = Examples | Items
 """What `batches` draws from: padded examples, or line items padded per batch."""
 
@@ -139,7 +141,7 @@ class Dataset:
     val: Examples
     line_items: bool
     seq_len: int
-    name: str = "<texts>"
+    name: str = IN_MEMORY
     sha256: str = ""
 
     def epoch(self, epoch: int, seed: int) -> Batchable:
@@ -165,7 +167,7 @@ def item_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def text_dataset(text: str, *, seq_len: int, val_fraction: float = 0.1, vocab: Vocabulary | None = None,
-                 name: str = "<texts>", sha256: str = "") -> Dataset:
+                 name: str = IN_MEMORY, sha256: str = "") -> Dataset:
     """Running text, the last `val_fraction` held out."""
     if not 0 < val_fraction < 1:
         raise SeqgenError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -179,7 +181,7 @@ def text_dataset(text: str, *, seq_len: int, val_fraction: float = 0.1, vocab: V
 
 
 def item_dataset(items: Sequence[str], *, seed: int, vocab: Vocabulary | None = None,
-                 name: str = "<texts>", sha256: str = "") -> Dataset:
+                 name: str = IN_MEMORY, sha256: str = "") -> Dataset:
     """Line items; a seeded random min(1000, 10%) held out (at least one, when there are two or more).
 
     An item longer than MAX_ITEM_CHARS is refused, naming its position (its line, for a corpus file).

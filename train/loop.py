@@ -27,7 +27,18 @@ from seqgen.vocab import BOUNDARY, Vocabulary
 
 from . import checkpoint, runfolder
 from .config import RESUME_OPTIONS, TEXT_ONLY_LENGTH, TEXT_ONLY_SPLIT, TrainConfig, usable_cpus
-from .data import IGNORE, Dataset, Examples, batches, build_dataset, item_dataset, length_groups, pairs, steps_per_epoch
+from .data import (
+    IGNORE,
+    IN_MEMORY,
+    Dataset,
+    Examples,
+    batches,
+    build_dataset,
+    item_dataset,
+    length_groups,
+    pairs,
+    steps_per_epoch,
+)
 from .export import export_run
 from .files import append_line, atomic_write, finite_number, read_jsonl
 from .models import CharRNN
@@ -165,6 +176,9 @@ class Run:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.device = pick_device(config.device)
+        if saved is not None and dataset is None and saved["corpus"]["name"] == IN_MEMORY:
+            raise SeqgenError(f"the run in {self.out} was trained on texts in memory; resume it from Python with "
+                              "fit_texts(the same texts, out, resume=True)")
         self.data = dataset or build_dataset(config)
         made_from = saved["corpus"] if saved is not None else {}
         if made_from.get("sha256") and self.data.sha256 and made_from["sha256"] != self.data.sha256:
@@ -509,22 +523,30 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 
 
 def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path, *, overwrite: bool = False,
-              **options: object) -> Result:
+              resume: bool = False, **options: object) -> Result:
     """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
-    next-character tasks. Options are TrainConfig fields; `overwrite` as for train."""
+    next-character tasks. Options are TrainConfig fields; `overwrite` and `resume` as for train (a resumed
+    run must be given the same texts: its vocabulary is checked, and its saved seed splits them again)."""
     # items and pairs in memory have their own held-out sets and lengths: no tail to cut, no text to chunk
     for name, refusal in (("val_fraction", TEXT_ONLY_SPLIT), ("seq_len", TEXT_ONLY_LENGTH)):
         if options.get(name) is not None:
             raise SeqgenError(refusal)
-    config = TrainConfig(out=str(out), **options)  # type: ignore[arg-type]
-    if texts and all(isinstance(t, tuple) for t in texts):
+    for name in ("corpus", "preset", "lines"):
+        if options.get(name) or (name == "lines" and name in options):
+            raise SeqgenError(f"fit_texts trains on the texts it is given, so {name}= does not apply; drop it "
+                              "(train(TrainConfig(...)) trains on corpus files or a preset)")
+    if not texts or not (all(isinstance(t, str) for t in texts) or all(isinstance(t, tuple) for t in texts)):
+        raise SeqgenError("fit_texts takes a non-empty list of strings, or of (input, target) pairs")
+    items = isinstance(texts[0], str)
+    config = TrainConfig(out=str(out), lines=items, **options)  # type: ignore[arg-type]
+    # the data is cut by the run's own choices: a resumed run's saved ones, not this call's defaults
+    made = TrainConfig.from_dict(checkpoint.load_run(Path(out) / checkpoint.LATEST)["config"]) if resume else config
+    if items:
+        vocab = Vocabulary.fit([t for t in texts if t], order=made.vocab_order, lowercase=made.lowercase)
+        dataset = item_dataset(list(texts), seed=made.seed, vocab=vocab)  # type: ignore[arg-type]
+    else:
         sources = [s for pair in texts for s in pair]
-        vocab = Vocabulary.fit(sources, order=config.vocab_order, lowercase=config.lowercase)
+        vocab = Vocabulary.fit(sources, order=made.vocab_order, lowercase=made.lowercase)
         examples = pairs(vocab, texts)  # type: ignore[arg-type]
         dataset = Dataset(vocab, examples, examples, False, examples.inputs.shape[1])
-    elif texts and all(isinstance(t, str) for t in texts):
-        vocab = Vocabulary.fit([t for t in texts if t], order=config.vocab_order, lowercase=config.lowercase)
-        dataset = item_dataset(list(texts), seed=config.seed, vocab=vocab)  # type: ignore[arg-type]
-    else:
-        raise SeqgenError("fit_texts takes a non-empty list of strings, or of (input, target) pairs")
-    return train(config, overwrite=overwrite, dataset=dataset)
+    return train(config, resume=resume, overwrite=overwrite, dataset=dataset)
