@@ -269,13 +269,17 @@ def test_fit_texts_rejects_mixed_or_empty_input(tmp_path: Path) -> None:
         fit_texts(["abc", ("ab", "c")], tmp_path / "x")  # type: ignore[list-item]
 
 
+FIRST_NAMES = ["anna", "bob", "carl", "dora", "emil", "fred", "gina", "hugo", "ida", "jan", "kim", "lena"] * 2
+TINY_TEXTS_RUN = {"layers": 1, "hidden": 8, "embedding": 4, "batch_size": 4, "schedule": "constant",
+                  "warmup_steps": 0, "eval_every": 3, "samples": 0, "progress": False, "threads": 1}
+"""A fit_texts run of a few steps on FIRST_NAMES, for the tests of its resume."""
+
+
 def test_fit_texts_resumes_on_the_same_texts(tmp_path: Path) -> None:
     """A fit_texts run could not be resumed at all (the CLI asked for a corpus it never had). Now fit_texts(...,
     resume=True) continues it exactly, splitting the items by the run's saved seed, not this call's default;
     the CLI says where to resume it."""
-    names = ["anna", "bob", "carl", "dora", "emil", "fred", "gina", "hugo", "ida", "jan", "kim", "lena"] * 2
-    choices = {"layers": 1, "hidden": 8, "embedding": 4, "batch_size": 4, "schedule": "constant", "warmup_steps": 0,
-               "eval_every": 3, "samples": 0, "progress": False, "threads": 1}
+    names, choices = FIRST_NAMES, TINY_TEXTS_RUN
     fit_texts(names, tmp_path / "whole", seed=5, max_steps=6, **choices)
     fit_texts(names, tmp_path / "parts", seed=5, max_steps=3, **choices)
     result = fit_texts(names, tmp_path / "parts", resume=True, max_steps=6, **choices)
@@ -289,6 +293,18 @@ def test_fit_texts_resumes_on_the_same_texts(tmp_path: Path) -> None:
     for option in ({"preset": "alphabet-next"}, {"corpus": ["a.txt"]}, {"lines": False}):
         with pytest.raises(SeqgenError, match="fit_texts trains on the texts it is given"):
             fit_texts(names, tmp_path / "x", **option)
+
+
+@pytest.mark.parametrize("other", ["a subset of the items", "pairs for strings"])
+def test_a_fit_texts_resume_refuses_other_texts_of_the_same_characters(tmp_path: Path, other: str) -> None:
+    """Only the vocabulary was checked: half the items, or (input, target) pairs cut from them, resumed the run
+    silently on other data. The texts' sha256 is now saved and checked, as a corpus file's is."""
+    fit_texts(FIRST_NAMES, tmp_path / "run", seed=5, max_steps=3, **TINY_TEXTS_RUN)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    texts = FIRST_NAMES[:12] if other.startswith("a subset") else [(n[:-1], n[-1]) for n in FIRST_NAMES]
+    with pytest.raises(SeqgenError, match=r"another corpus .*resume with the same texts, in the same order"):
+        fit_texts(texts, tmp_path / "run", resume=True, max_steps=6, **TINY_TEXTS_RUN)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
 
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:

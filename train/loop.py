@@ -38,6 +38,7 @@ from .data import (
     length_groups,
     pairs,
     steps_per_epoch,
+    texts_sha256,
 )
 from .export import export_run
 from .files import append_line, atomic_write, finite_number, read_jsonl
@@ -182,9 +183,10 @@ class Run:
         self.data = dataset or build_dataset(config)
         made_from = saved["corpus"] if saved is not None else {}
         if made_from.get("sha256") and self.data.sha256 and made_from["sha256"] != self.data.sha256:
+            same = "the same texts, in the same order" if self.data.name == IN_MEMORY else "the same text"
             raise SeqgenError(f"checkpoint in {self.out} was made from another corpus ({made_from['name']}, "
                               f"sha256 {made_from['sha256'][:12]}..., not {self.data.sha256[:12]}...); resume "
-                              "with the same text, or start a new run in another folder")
+                              f"with {same}, or start a new run in another folder")
         if saved is not None and saved["vocab"] != self.data.vocab.to_json():
             raise SeqgenError(f"checkpoint in {self.out} was made with another vocabulary or corpus; "
                               "resume with the same corpus, or start a new run in another folder")
@@ -543,10 +545,11 @@ def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path,
     made = TrainConfig.from_dict(checkpoint.load_run(Path(out) / checkpoint.LATEST)["config"]) if resume else config
     if items:
         vocab = Vocabulary.fit([t for t in texts if t], order=made.vocab_order, lowercase=made.lowercase)
-        dataset = item_dataset(list(texts), seed=made.seed, vocab=vocab)  # type: ignore[arg-type]
+        dataset = item_dataset(list(texts), seed=made.seed, vocab=vocab,  # type: ignore[arg-type]
+                               sha256=texts_sha256(texts))
     else:
         sources = [s for pair in texts for s in pair]
         vocab = Vocabulary.fit(sources, order=made.vocab_order, lowercase=made.lowercase)
         examples = pairs(vocab, texts)  # type: ignore[arg-type]
-        dataset = Dataset(vocab, examples, examples, False, examples.inputs.shape[1])
+        dataset = Dataset(vocab, examples, examples, False, examples.inputs.shape[1], IN_MEMORY, texts_sha256(texts))
     return train(config, resume=resume, overwrite=overwrite, dataset=dataset)
