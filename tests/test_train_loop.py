@@ -307,6 +307,18 @@ def test_a_fit_texts_resume_refuses_other_texts_of_the_same_characters(tmp_path:
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
 
+def test_fit_texts_refuses_to_resume_a_run_of_a_corpus_file(tmp_path: Path) -> None:
+    """fit_texts(resume=True) on a --lines run of a file went on with whatever items it was given (sha256
+    unchecked), and now that texts have one, named the wrong fix; it names the command that resumes the run."""
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("\n".join(FIRST_NAMES) + "\n", encoding="utf-8")
+    train(TrainConfig(corpus=[str(corpus)], out=str(tmp_path / "run"), lines=True, seed=5, max_steps=3,
+                      **TINY_TEXTS_RUN))  # type: ignore[arg-type]
+    with pytest.raises(SeqgenError, match=r"trained on names.txt, not on texts in memory; resume it with "
+                                          r"seqgen-train fit --resume"):
+        fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, max_steps=6, **TINY_TEXTS_RUN)
+
+
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
     """Line items, presets and texts in memory have their own held-out sets: a val_fraction there is an
     error, not a setting silently ignored."""

@@ -148,6 +148,17 @@ def sample_text(model: CharRNN, vocab: Vocabulary, line_items: bool, length: int
     return vocab.decode(out)
 
 
+def check_same_source(out: Path, made_from: dict[str, object], dataset: Dataset | None) -> None:
+    """A resume draws from where its run drew: texts in memory through fit_texts again (nothing else holds
+    them), corpus files or a preset through seqgen-train fit --resume (or train)."""
+    if made_from["name"] == IN_MEMORY and dataset is None:
+        raise SeqgenError(f"the run in {out} was trained on texts in memory; resume it from Python with "
+                          "fit_texts(the same texts, out, resume=True)")
+    if made_from["name"] != IN_MEMORY and dataset is not None and dataset.name == IN_MEMORY:
+        raise SeqgenError(f"the run in {out} was trained on {made_from['name']}, not on texts in memory; resume it "
+                          f"with seqgen-train fit --resume {out}")
+
+
 class Run:
     """One training run's state: model, optimiser, position in the data, best result so far."""
 
@@ -177,9 +188,8 @@ class Run:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.device = pick_device(config.device)
-        if saved is not None and dataset is None and saved["corpus"]["name"] == IN_MEMORY:
-            raise SeqgenError(f"the run in {self.out} was trained on texts in memory; resume it from Python with "
-                              "fit_texts(the same texts, out, resume=True)")
+        if saved is not None:
+            check_same_source(self.out, saved["corpus"], dataset)  # type: ignore[arg-type]
         self.data = dataset or build_dataset(config)
         made_from = saved["corpus"] if saved is not None else {}
         if made_from.get("sha256") and self.data.sha256 and made_from["sha256"] != self.data.sha256:
