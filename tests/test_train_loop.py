@@ -319,6 +319,21 @@ def test_fit_texts_refuses_to_resume_a_run_of_a_corpus_file(tmp_path: Path) -> N
         fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, max_steps=6, **TINY_TEXTS_RUN)
 
 
+def test_a_fit_texts_run_saved_before_its_texts_had_a_sha256_resumes_only_on_the_same_kind(tmp_path: Path) -> None:
+    """A run saved before fit_texts recorded a sha256 (and lines=True) has only its vocabulary to check: pairs
+    cut from its strings passed it and trained a line-item run on next-character tasks. The kind is checked;
+    the same strings still resume it."""
+    run = tmp_path / "run"
+    fit_texts(FIRST_NAMES, run, seed=5, max_steps=3, **TINY_TEXTS_RUN)
+    old = torch.load(run / "checkpoint.pt", weights_only=True)
+    old["corpus"]["sha256"] = ""
+    old["config"].update(lines=False, seq_len=128, val_fraction=0.1)
+    torch.save(old, run / "checkpoint.pt")
+    with pytest.raises(SeqgenError, match=r"made from line items \(strings\), not running text or \(input, target"):
+        fit_texts([(n[:-1], n[-1]) for n in FIRST_NAMES], run, resume=True, max_steps=6, **TINY_TEXTS_RUN)
+    assert fit_texts(FIRST_NAMES, run, resume=True, max_steps=6, **TINY_TEXTS_RUN).steps == 6
+
+
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
     """Line items, presets and texts in memory have their own held-out sets: a val_fraction there is an
     error, not a setting silently ignored."""

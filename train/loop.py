@@ -200,6 +200,11 @@ class Run:
         if saved is not None and saved["vocab"] != self.data.vocab.to_json():
             raise SeqgenError(f"checkpoint in {self.out} was made with another vocabulary or corpus; "
                               "resume with the same corpus, or start a new run in another folder")
+        if saved is not None and made_from["line_items"] != self.data.line_items:  # a run saved with no sha256
+            kinds = {True: "line items (strings)", False: "running text or (input, target) pairs"}
+            raise SeqgenError(f"checkpoint in {self.out} was made from {kinds[bool(made_from['line_items'])]}, not "
+                              f"{kinds[self.data.line_items]}; resume with the same texts, or start a new run in "
+                              "another folder")
         self.model = CharRNN(self.data.vocab.size, config.cell, config.embedding, config.hidden, config.layers,
                              config.dropout, config.forget_bias, config.output_dropout).to(self.device)
         if config.precision == "bf16":
