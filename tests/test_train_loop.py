@@ -334,6 +334,16 @@ def test_a_fit_texts_run_saved_before_its_texts_had_a_sha256_resumes_only_on_the
     assert fit_texts(FIRST_NAMES, run, resume=True, max_steps=6, **TINY_TEXTS_RUN).steps == 6
 
 
+def test_resume_and_overwrite_together_are_refused_from_python(tmp_path: Path) -> None:
+    """The CLI refused --resume with --overwrite, but fit_texts (and train) silently resumed, ignoring the
+    overwrite the caller asked for."""
+    fit_texts(FIRST_NAMES, tmp_path / "run", seed=5, max_steps=3, **TINY_TEXTS_RUN)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(SeqgenError, match=r"resume=True .* overwrite=True .*; choose one"):
+        fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, overwrite=True, max_steps=6, **TINY_TEXTS_RUN)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
     """Line items, presets and texts in memory have their own held-out sets: a val_fraction there is an
     error, not a setting silently ignored."""

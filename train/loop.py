@@ -518,6 +518,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     new run's first checkpoint). `dataset` replaces the corpus named by the config (used by `fit_texts`).
     Ctrl-C raises `Interrupted`, whose message says what the folder holds.
     """
+    if resume and overwrite:  # the CLI refuses --resume --overwrite by their flags' names
+        raise SeqgenError("resume=True continues the run in its folder and overwrite=True replaces it; choose one")
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     if distributed and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and config.device in ("auto", "cuda") else "gloo"
