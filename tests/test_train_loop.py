@@ -344,6 +344,19 @@ def test_resume_and_overwrite_together_are_refused_from_python(tmp_path: Path) -
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
 
+def test_a_fit_texts_resume_refuses_settings_it_would_ignore(tmp_path: Path) -> None:
+    """lr=, hidden=, seed= or lowercase= given to a resume were silently dropped (the run kept its saved ones);
+    a changed setting is refused, while the same ones given again and the limits are taken."""
+    fit_texts(FIRST_NAMES, tmp_path / "run", seed=5, max_steps=3, **TINY_TEXTS_RUN)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    for change in ({"lr": 0.5}, {"hidden": 16}, {"seed": 9}, {"lowercase": True}):
+        name = next(iter(change))
+        with pytest.raises(SeqgenError, match=rf"keeps the settings it was made with, so {name}=.*cannot change"):
+            fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, max_steps=6, **{**TINY_TEXTS_RUN, **change})
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    assert fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, seed=5, max_steps=6, **TINY_TEXTS_RUN).steps == 6
+
+
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
     """Line items, presets and texts in memory have their own held-out sets: a val_fraction there is an
     error, not a setting silently ignored."""

@@ -560,6 +560,12 @@ def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path,
     config = TrainConfig(out=str(out), lines=items, **options)  # type: ignore[arg-type]
     # the data is cut by the run's own choices: a resumed run's saved ones, not this call's defaults
     made = TrainConfig.from_dict(checkpoint.load_run(Path(out) / checkpoint.LATEST)["config"]) if resume else config
+    changed = [f"{name}={getattr(config, name)!r} (the run's: {getattr(made, name)!r})" for name in options
+               if name not in RESUME_OPTIONS and getattr(config, name) != getattr(made, name)]
+    if changed:  # given again unchanged is fine: the same call with resume=True added
+        raise SeqgenError(f"a resumed run keeps the settings it was made with, so {', '.join(changed)} cannot change; "
+                          f"drop {'it' if len(changed) == 1 else 'them'} (a resume takes only "
+                          f"{', '.join(sorted(RESUME_OPTIONS))})")
     if items:
         vocab = Vocabulary.fit([t for t in texts if t], order=made.vocab_order, lowercase=made.lowercase)
         dataset = item_dataset(list(texts), seed=made.seed, vocab=vocab,  # type: ignore[arg-type]
