@@ -357,6 +357,22 @@ def test_a_fit_texts_resume_refuses_settings_it_would_ignore(tmp_path: Path) -> 
     assert fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, seed=5, max_steps=6, **TINY_TEXTS_RUN).steps == 6
 
 
+def test_an_interrupted_fit_texts_run_says_to_resume_it_with_fit_texts(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in fit_texts said "continue with: seqgen-train fit --resume RUN", which refuses such a run."""
+    real = loop_module.Run._train_step
+
+    def interrupted(self: loop_module.Run, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real(self, x, y)
+
+    monkeypatch.setattr(loop_module.Run, "_train_step", interrupted)
+    with pytest.raises(loop_module.Interrupted, match=r"continue with: fit_texts\(the same texts, .*resume=True\) "
+                                                     r"\(from its checkpoint at step 2\)"):
+        fit_texts(FIRST_NAMES, tmp_path / "run", max_steps=6, checkpoint_every=2, **TINY_TEXTS_RUN)
+
+
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
     """Line items, presets and texts in memory have their own held-out sets: a val_fraction there is an
     error, not a setting silently ignored."""

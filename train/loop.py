@@ -280,8 +280,10 @@ class Run:
     def resume_hint(self) -> str:
         """The line for a run stopped by Ctrl-C: how to go on, true to what was saved."""
         if checkpoint.LATEST in self.saved_steps:
-            return (f"Interrupted; continue with: seqgen-train fit --resume {self.out} (from its checkpoint at "
-                    f"step {self.saved_steps[checkpoint.LATEST]})")
+            how = (f"fit_texts(the same texts, {str(self.out)!r}, resume=True)" if self.data.name == IN_MEMORY
+                   else f"seqgen-train fit --resume {self.out}")
+            return (f"Interrupted; continue with: {how} (from its checkpoint at step "
+                    f"{self.saved_steps[checkpoint.LATEST]})")
         return f"Interrupted before the run's first checkpoint, so it cannot be resumed; {self.left_behind()}"
 
     def payload(self) -> dict[str, object]:
