@@ -373,6 +373,15 @@ def test_an_interrupted_fit_texts_run_says_to_resume_it_with_fit_texts(tmp_path:
         fit_texts(FIRST_NAMES, tmp_path / "run", max_steps=6, checkpoint_every=2, **TINY_TEXTS_RUN)
 
 
+def test_a_fit_texts_resume_builds_the_vocabulary_by_the_runs_saved_choices(tmp_path: Path) -> None:
+    """A run made with vocab_order="codepoint" and lowercase=True, resumed without them: its vocabulary is
+    built by the saved choices, not this call's defaults (which would build another and be refused)."""
+    names = [name.capitalize() for name in FIRST_NAMES]
+    fit_texts(names, tmp_path / "run", seed=5, max_steps=3, vocab_order="codepoint", lowercase=True,
+              **TINY_TEXTS_RUN)
+    assert fit_texts(names, tmp_path / "run", resume=True, max_steps=6, **TINY_TEXTS_RUN).steps == 6
+
+
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
     """Line items, presets and texts in memory have their own held-out sets: a val_fraction there is an
     error, not a setting silently ignored."""
