@@ -319,16 +319,21 @@ def test_fit_texts_refuses_to_resume_a_run_of_a_corpus_file(tmp_path: Path) -> N
         fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, max_steps=6, **TINY_TEXTS_RUN)
 
 
-def test_a_fit_texts_run_saved_before_its_texts_had_a_sha256_resumes_only_on_the_same_kind(tmp_path: Path) -> None:
-    """A run saved before fit_texts recorded a sha256 (and lines=True) has only its vocabulary to check: pairs
-    cut from its strings passed it and trained a line-item run on next-character tasks. The kind is checked;
-    the same strings still resume it."""
-    run = tmp_path / "run"
+def fit_texts_run_saved_before_lines(run: Path) -> Path:
+    """A fit_texts run of FIRST_NAMES as seqgen saved it before texts had a sha256 and strings lines=True."""
     fit_texts(FIRST_NAMES, run, seed=5, max_steps=3, **TINY_TEXTS_RUN)
     old = torch.load(run / "checkpoint.pt", weights_only=True)
     old["corpus"]["sha256"] = ""
     old["config"].update(lines=False, seq_len=128, val_fraction=0.1)
     torch.save(old, run / "checkpoint.pt")
+    return run
+
+
+def test_a_fit_texts_run_saved_before_its_texts_had_a_sha256_resumes_only_on_the_same_kind(tmp_path: Path) -> None:
+    """A run saved before fit_texts recorded a sha256 (and lines=True) has only its vocabulary to check: pairs
+    cut from its strings passed it and trained a line-item run on next-character tasks. The kind is checked;
+    the same strings still resume it."""
+    run = fit_texts_run_saved_before_lines(tmp_path / "run")
     with pytest.raises(SeqgenError, match=r"made from line items \(strings\), not running text or \(input, target"):
         fit_texts([(n[:-1], n[-1]) for n in FIRST_NAMES], run, resume=True, max_steps=6, **TINY_TEXTS_RUN)
     assert fit_texts(FIRST_NAMES, run, resume=True, max_steps=6, **TINY_TEXTS_RUN).steps == 6
@@ -380,6 +385,17 @@ def test_a_fit_texts_resume_builds_the_vocabulary_by_the_runs_saved_choices(tmp_
     fit_texts(names, tmp_path / "run", seed=5, max_steps=3, vocab_order="codepoint", lowercase=True,
               **TINY_TEXTS_RUN)
     assert fit_texts(names, tmp_path / "run", resume=True, max_steps=6, **TINY_TEXTS_RUN).steps == 6
+
+
+def test_a_fit_texts_run_of_strings_saved_before_lines_resumes_and_exports_as_line_items(tmp_path: Path) -> None:
+    """Such a run (lines=False, seq_len 128, val_fraction 0.1 saved) kept those on resume: its next checkpoints
+    and its model's metadata still gave running text's seq_len and held-out fraction to line items."""
+    run = fit_texts_run_saved_before_lines(tmp_path / "run")
+    fit_texts(FIRST_NAMES, run, resume=True, max_steps=6, **TINY_TEXTS_RUN)
+    config = torch.load(run / "checkpoint.pt", weights_only=True)["config"]
+    written = seqgen.load(run / "model.onnx").info["training"]["config"]
+    for saved in (config, written):
+        assert saved["lines"] is True and saved["seq_len"] is None and saved["val_fraction"] is None
 
 
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:

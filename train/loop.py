@@ -181,7 +181,7 @@ class Run:
             given = {k: v for k in RESUME_OPTIONS if (v := getattr(config, k)) is not None and v != "auto"}
             if config.corpus and not config.preset:
                 given["corpus"] = list(config.corpus)
-            config = TrainConfig.from_dict({**saved["config"], **given, "out": str(self.out)})
+            config = checkpoint.run_config(saved, **given, out=str(self.out))
         self.config = config
         if config.threads:
             checks.integer("--threads", config.threads, 1, usable_cpus())  # this machine's limit
@@ -561,7 +561,7 @@ def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path,
     items = isinstance(texts[0], str)
     config = TrainConfig(out=str(out), lines=items, **options)  # type: ignore[arg-type]
     # the data is cut by the run's own choices: a resumed run's saved ones, not this call's defaults
-    made = TrainConfig.from_dict(checkpoint.load_run(Path(out) / checkpoint.LATEST)["config"]) if resume else config
+    made = checkpoint.run_config(checkpoint.load_run(Path(out) / checkpoint.LATEST)) if resume else config
     changed = [f"{name}={getattr(config, name)!r} (the run's: {getattr(made, name)!r})" for name in options
                if name not in RESUME_OPTIONS and getattr(config, name) != getattr(made, name)]
     if changed:  # given again unchanged is fine: the same call with resume=True added
