@@ -275,6 +275,16 @@ TINY_TEXTS_RUN = {"layers": 1, "hidden": 8, "embedding": 4, "batch_size": 4, "sc
 """A fit_texts run of a few steps on FIRST_NAMES, for the tests of its resume."""
 
 
+def test_fit_texts_takes_any_iterable_of_texts_but_not_one_text(tmp_path: Path) -> None:
+    """A generator of names failed with a TypeError (it was indexed), and a single string trained on its
+    characters as items, silently; the one is read as a list, the other refused."""
+    assert fit_texts(iter(FIRST_NAMES), tmp_path / "run", max_steps=2, **TINY_TEXTS_RUN).steps == 2
+    for one_text in ("anna\nbob\ncarl", b"anna", 3):
+        with pytest.raises(SeqgenError, match=r"takes a list of strings, or of \(input, target\) pairs, not a"):
+            fit_texts(one_text, tmp_path / "other", max_steps=2, **TINY_TEXTS_RUN)  # type: ignore[arg-type]
+    assert not (tmp_path / "other").exists()
+
+
 def test_fit_texts_resumes_on_the_same_texts(tmp_path: Path) -> None:
     """A fit_texts run could not be resumed at all (the CLI asked for a corpus it never had). Now fit_texts(...,
     resume=True) continues it exactly, splitting the items by the run's saved seed, not this call's default;

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -543,7 +543,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             torch.distributed.destroy_process_group()
 
 
-def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path, *, overwrite: bool = False,
+def fit_texts(texts: Iterable[str] | Iterable[tuple[str, str]], out: str | Path, *, overwrite: bool = False,
               resume: bool = False, **options: object) -> Result:
     """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
     next-character tasks. Options are TrainConfig fields; `overwrite` and `resume` as for train (a resumed
@@ -556,6 +556,10 @@ def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path,
         if options.get(name) or (name == "lines" and name in options):
             raise SeqgenError(f"fit_texts trains on the texts it is given, so {name}= does not apply; drop it "
                               "(train(TrainConfig(...)) trains on corpus files or a preset)")
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+        raise SeqgenError("fit_texts takes a list of strings, or of (input, target) pairs, not a "
+                          f"{type(texts).__name__}; pass [text] for one item, or text.splitlines() for its lines")
+    texts = list(texts)  # a generator is read once, and items are indexed below
     if not texts or not (all(isinstance(t, str) for t in texts) or all(isinstance(t, tuple) for t in texts)):
         raise SeqgenError("fit_texts takes a non-empty list of strings, or of (input, target) pairs")
     items = isinstance(texts[0], str)
