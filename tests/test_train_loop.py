@@ -267,6 +267,9 @@ def test_fit_texts_rejects_mixed_or_empty_input(tmp_path: Path) -> None:
         fit_texts([], tmp_path / "x")
     with pytest.raises(SeqgenError, match="fit_texts takes"):
         fit_texts(["abc", ("ab", "c")], tmp_path / "x")  # type: ignore[list-item]
+    for malformed in ([("ab",)], [("a", "b", "c")], [("a", 3)], [("a", None)]):  # ValueError, TypeError before
+        with pytest.raises(SeqgenError, match=r"or of \(input, target\) pairs of strings"):
+            fit_texts(malformed, tmp_path / "x")  # type: ignore[arg-type]
 
 
 FIRST_NAMES = ["anna", "bob", "carl", "dora", "emil", "fred", "gina", "hugo", "ida", "jan", "kim", "lena"] * 2

@@ -543,6 +543,11 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             torch.distributed.destroy_process_group()
 
 
+def _is_pair(text: object) -> bool:
+    """An (input, target) pair as fit_texts takes it: a tuple of two strings."""
+    return isinstance(text, tuple) and len(text) == 2 and all(isinstance(part, str) for part in text)
+
+
 def fit_texts(texts: Iterable[str] | Iterable[tuple[str, str]], out: str | Path, *, overwrite: bool = False,
               resume: bool = False, **options: object) -> Result:
     """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
@@ -560,8 +565,8 @@ def fit_texts(texts: Iterable[str] | Iterable[tuple[str, str]], out: str | Path,
         raise SeqgenError("fit_texts takes a list of strings, or of (input, target) pairs, not a "
                           f"{type(texts).__name__}; pass [text] for one item, or text.splitlines() for its lines")
     texts = list(texts)  # a generator is read once, and items are indexed below
-    if not texts or not (all(isinstance(t, str) for t in texts) or all(isinstance(t, tuple) for t in texts)):
-        raise SeqgenError("fit_texts takes a non-empty list of strings, or of (input, target) pairs")
+    if not texts or not (all(isinstance(t, str) for t in texts) or all(_is_pair(t) for t in texts)):
+        raise SeqgenError("fit_texts takes a non-empty list of strings, or of (input, target) pairs of strings")
     items = isinstance(texts[0], str)
     config = TrainConfig(out=str(out), lines=items, **options)  # type: ignore[arg-type]
     # the data is cut by the run's own choices: a resumed run's saved ones, not this call's defaults
