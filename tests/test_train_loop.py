@@ -411,6 +411,16 @@ def test_a_fit_texts_run_of_strings_saved_before_lines_resumes_and_exports_as_li
         assert saved["lines"] is True and saved["seq_len"] is None and saved["val_fraction"] is None
 
 
+def test_a_run_of_a_corpus_file_named_like_texts_in_memory_still_resumes(tmp_path: Path) -> None:
+    """A run was taken for one of texts in memory by its corpus name, "<texts>", which a file may have:
+    its resume was refused, naming fit_texts. The saved config (no corpus file, no preset) tells them apart."""
+    corpus = tmp_path / "<texts>"
+    corpus.write_text("\n".join(FIRST_NAMES) + "\n", encoding="utf-8")
+    options = {"corpus": [str(corpus)], "out": str(tmp_path / "run"), "lines": True, **TINY_TEXTS_RUN}
+    train(TrainConfig(max_steps=3, **options))  # type: ignore[arg-type]
+    assert train(TrainConfig(max_steps=6, **options), resume=True).steps == 6  # type: ignore[arg-type]
+
+
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:
     """Line items, presets and texts in memory have their own held-out sets: a val_fraction there is an
     error, not a setting silently ignored."""

@@ -148,15 +148,18 @@ def sample_text(model: CharRNN, vocab: Vocabulary, line_items: bool, length: int
     return vocab.decode(out)
 
 
-def check_same_source(out: Path, made_from: dict[str, object], dataset: Dataset | None) -> None:
+def check_same_source(out: Path, saved: dict[str, object], dataset: Dataset | None) -> None:
     """A resume draws from where its run drew: texts in memory through fit_texts again (nothing else holds
-    them), corpus files or a preset through seqgen-train fit --resume (or train)."""
-    if made_from["name"] == IN_MEMORY and dataset is None:
+    them), corpus files or a preset through seqgen-train fit --resume (or train). A run of texts in memory is
+    told by its config, which names no corpus file and no preset (a corpus file may be named "<texts>")."""
+    made = saved["config"]
+    in_memory = not made.get("corpus") and not made.get("preset")  # type: ignore[attr-defined]
+    if in_memory and dataset is None:
         raise SeqgenError(f"the run in {out} was trained on texts in memory; resume it from Python with "
                           "fit_texts(the same texts, out, resume=True)")
-    if made_from["name"] != IN_MEMORY and dataset is not None and dataset.name == IN_MEMORY:
-        raise SeqgenError(f"the run in {out} was trained on {made_from['name']}, not on texts in memory; resume it "
-                          f"with seqgen-train fit --resume {out}")
+    if not in_memory and dataset is not None:
+        raise SeqgenError(f"the run in {out} was trained on {saved['corpus']['name']}, not on texts in memory; "  # type: ignore[index]
+                          f"resume it with seqgen-train fit --resume {out}")
 
 
 class Run:
@@ -189,11 +192,12 @@ class Run:
         torch.manual_seed(config.seed)
         self.device = pick_device(config.device)
         if saved is not None:
-            check_same_source(self.out, saved["corpus"], dataset)  # type: ignore[arg-type]
+            check_same_source(self.out, saved, dataset)
         self.data = dataset or build_dataset(config)
+        self.in_memory = dataset is not None  # texts given by fit_texts, resumed by it alone
         made_from = saved["corpus"] if saved is not None else {}
         if made_from.get("sha256") and self.data.sha256 and made_from["sha256"] != self.data.sha256:
-            same = "the same texts, in the same order" if self.data.name == IN_MEMORY else "the same text"
+            same = "the same texts, in the same order" if self.in_memory else "the same text"
             raise SeqgenError(f"checkpoint in {self.out} was made from another corpus ({made_from['name']}, "
                               f"sha256 {made_from['sha256'][:12]}..., not {self.data.sha256[:12]}...); resume "
                               f"with {same}, or start a new run in another folder")
@@ -280,7 +284,7 @@ class Run:
     def resume_hint(self) -> str:
         """The line for a run stopped by Ctrl-C: how to go on, true to what was saved."""
         if checkpoint.LATEST in self.saved_steps:
-            how = (f"fit_texts(the same texts, {str(self.out)!r}, resume=True)" if self.data.name == IN_MEMORY
+            how = (f"fit_texts(the same texts, {str(self.out)!r}, resume=True)" if self.in_memory
                    else f"seqgen-train fit --resume {self.out}")
             return (f"Interrupted; continue with: {how} (from its checkpoint at step "
                     f"{self.saved_steps[checkpoint.LATEST]})")
