@@ -4,7 +4,8 @@ seqgen trains running text in shuffled windows that each start from a zero state
 (and generates) with the state carried through the whole text. Stateful truncated backpropagation (char-rnn's
 way) trains as the runtime runs: the text is cut into one contiguous lane per batch row, and each window
 starts from the state the previous window of its lane ended in. Both modes train the same model with the
-same schedule and steps; both are scored as `seqgen-train eval` scores: the held-out tail from a zero state.
+same schedule and steps; both are scored as `seqgen-train eval` scores: the held-out tail from a zero state, the
+state carried (eval also feeds the boundary token first and so scores the tail's first character too).
 
     python benchmarks/carry_state.py window --hidden 256 --steps 1500 --dropout 0.1 --out window.jsonl
     python benchmarks/carry_state.py carry --hidden 256 --steps 1500 --dropout 0.1 --out carry.jsonl
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=250, help="score every this many steps")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per score")
     args = parser.parse_args()
+    if args.steps < 1 or args.every < 1 or args.hidden < 1 or args.threads < 1:
+        parser.error("--steps, --every, --hidden and --threads must be at least 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
     text = CORPUS.read_text(encoding="utf-8")
@@ -92,8 +95,9 @@ def main() -> None:
     with args.out.open("w") as log:
         for step in range(1, args.steps + 1):
             inputs, targets, fresh = next(batches)
-            progress = (step - WARMUP) / (args.steps - WARMUP)
-            lr = LR * (step / WARMUP if step <= WARMUP else 0.5 * (1 + math.cos(math.pi * progress)))
+            # the cosine's progress only after the warm-up: --steps 100 divided by zero here
+            lr = LR * (step / WARMUP if step <= WARMUP
+                       else 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / (args.steps - WARMUP))))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits, state = model(torch.from_numpy(np.ascontiguousarray(inputs, np.int64)), None if fresh else state)

@@ -267,15 +267,32 @@ def test_fit_texts_rejects_mixed_or_empty_input(tmp_path: Path) -> None:
         fit_texts([], tmp_path / "x")
     with pytest.raises(SeqgenError, match="fit_texts takes"):
         fit_texts(["abc", ("ab", "c")], tmp_path / "x")  # type: ignore[list-item]
+    for malformed in ([("ab",)], [("a", "b", "c")], [("a", 3)], [("a", None)]):  # ValueError, TypeError before
+        with pytest.raises(SeqgenError, match=r"or of \(input, target\) pairs of strings"):
+            fit_texts(malformed, tmp_path / "x")  # type: ignore[arg-type]
+
+
+FIRST_NAMES = ["anna", "bob", "carl", "dora", "emil", "fred", "gina", "hugo", "ida", "jan", "kim", "lena"] * 2
+TINY_TEXTS_RUN = {"layers": 1, "hidden": 8, "embedding": 4, "batch_size": 4, "schedule": "constant",
+                  "warmup_steps": 0, "eval_every": 3, "samples": 0, "progress": False, "threads": 1}
+"""A fit_texts run of a few steps on FIRST_NAMES, for the tests of its resume."""
+
+
+def test_fit_texts_takes_any_iterable_of_texts_but_not_one_text(tmp_path: Path) -> None:
+    """A generator of names failed with a TypeError (it was indexed), and a single string trained on its
+    characters as items, silently; the one is read as a list, the other refused."""
+    assert fit_texts(iter(FIRST_NAMES), tmp_path / "run", max_steps=2, **TINY_TEXTS_RUN).steps == 2
+    for one_text in ("anna\nbob\ncarl", b"anna", 3):
+        with pytest.raises(SeqgenError, match=r"takes a list of strings, or of \(input, target\) pairs, not a"):
+            fit_texts(one_text, tmp_path / "other", max_steps=2, **TINY_TEXTS_RUN)  # type: ignore[arg-type]
+    assert not (tmp_path / "other").exists()
 
 
 def test_fit_texts_resumes_on_the_same_texts(tmp_path: Path) -> None:
     """A fit_texts run could not be resumed at all (the CLI asked for a corpus it never had). Now fit_texts(...,
     resume=True) continues it exactly, splitting the items by the run's saved seed, not this call's default;
     the CLI says where to resume it."""
-    names = ["anna", "bob", "carl", "dora", "emil", "fred", "gina", "hugo", "ida", "jan", "kim", "lena"] * 2
-    choices = {"layers": 1, "hidden": 8, "embedding": 4, "batch_size": 4, "schedule": "constant", "warmup_steps": 0,
-               "eval_every": 3, "samples": 0, "progress": False, "threads": 1}
+    names, choices = FIRST_NAMES, TINY_TEXTS_RUN
     fit_texts(names, tmp_path / "whole", seed=5, max_steps=6, **choices)
     fit_texts(names, tmp_path / "parts", seed=5, max_steps=3, **choices)
     result = fit_texts(names, tmp_path / "parts", resume=True, max_steps=6, **choices)
@@ -289,6 +306,119 @@ def test_fit_texts_resumes_on_the_same_texts(tmp_path: Path) -> None:
     for option in ({"preset": "alphabet-next"}, {"corpus": ["a.txt"]}, {"lines": False}):
         with pytest.raises(SeqgenError, match="fit_texts trains on the texts it is given"):
             fit_texts(names, tmp_path / "x", **option)
+
+
+@pytest.mark.parametrize("other", ["a subset of the items", "pairs for strings"])
+def test_a_fit_texts_resume_refuses_other_texts_of_the_same_characters(tmp_path: Path, other: str) -> None:
+    """Only the vocabulary was checked: half the items, or (input, target) pairs cut from them, resumed the run
+    silently on other data. The texts' sha256 is now saved and checked, as a corpus file's is."""
+    fit_texts(FIRST_NAMES, tmp_path / "run", seed=5, max_steps=3, **TINY_TEXTS_RUN)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    texts = FIRST_NAMES[:12] if other.startswith("a subset") else [(n[:-1], n[-1]) for n in FIRST_NAMES]
+    with pytest.raises(SeqgenError, match=r"another corpus .*resume with the same texts, in the same order"):
+        fit_texts(texts, tmp_path / "run", resume=True, max_steps=6, **TINY_TEXTS_RUN)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def test_fit_texts_refuses_to_resume_a_run_of_a_corpus_file(tmp_path: Path) -> None:
+    """fit_texts(resume=True) on a --lines run of a file went on with whatever items it was given (sha256
+    unchecked), and now that texts have one, named the wrong fix; it names the command that resumes the run."""
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("\n".join(FIRST_NAMES) + "\n", encoding="utf-8")
+    train(TrainConfig(corpus=[str(corpus)], out=str(tmp_path / "run"), lines=True, seed=5, max_steps=3,
+                      **TINY_TEXTS_RUN))  # type: ignore[arg-type]
+    with pytest.raises(SeqgenError, match=r"trained on names.txt, not on texts in memory; resume it with "
+                                          r"seqgen-train fit --resume"):
+        fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, max_steps=6, **TINY_TEXTS_RUN)
+
+
+def fit_texts_run_saved_before_lines(run: Path) -> Path:
+    """A fit_texts run of FIRST_NAMES as seqgen saved it before texts had a sha256 and strings lines=True."""
+    fit_texts(FIRST_NAMES, run, seed=5, max_steps=3, **TINY_TEXTS_RUN)
+    old = torch.load(run / "checkpoint.pt", weights_only=True)
+    old["corpus"]["sha256"] = ""
+    old["config"].update(lines=False, seq_len=128, val_fraction=0.1)
+    torch.save(old, run / "checkpoint.pt")
+    return run
+
+
+def test_a_fit_texts_run_saved_before_its_texts_had_a_sha256_resumes_only_on_the_same_kind(tmp_path: Path) -> None:
+    """A run saved before fit_texts recorded a sha256 (and lines=True) has only its vocabulary to check: pairs
+    cut from its strings passed it and trained a line-item run on next-character tasks. The kind is checked;
+    the same strings still resume it."""
+    run = fit_texts_run_saved_before_lines(tmp_path / "run")
+    with pytest.raises(SeqgenError, match=r"made from line items \(strings\), not running text or \(input, target"):
+        fit_texts([(n[:-1], n[-1]) for n in FIRST_NAMES], run, resume=True, max_steps=6, **TINY_TEXTS_RUN)
+    assert fit_texts(FIRST_NAMES, run, resume=True, max_steps=6, **TINY_TEXTS_RUN).steps == 6
+
+
+def test_resume_and_overwrite_together_are_refused_from_python(tmp_path: Path) -> None:
+    """The CLI refused --resume with --overwrite, but fit_texts (and train) silently resumed, ignoring the
+    overwrite the caller asked for."""
+    fit_texts(FIRST_NAMES, tmp_path / "run", seed=5, max_steps=3, **TINY_TEXTS_RUN)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(SeqgenError, match=r"resume=True .* overwrite=True .*; choose one"):
+        fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, overwrite=True, max_steps=6, **TINY_TEXTS_RUN)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_fit_texts_resume_refuses_settings_it_would_ignore(tmp_path: Path) -> None:
+    """lr=, hidden=, seed= or lowercase= given to a resume were silently dropped (the run kept its saved ones);
+    a changed setting is refused, while the same ones given again and the limits are taken."""
+    fit_texts(FIRST_NAMES, tmp_path / "run", seed=5, max_steps=3, **TINY_TEXTS_RUN)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    for change in ({"lr": 0.5}, {"hidden": 16}, {"seed": 9}, {"lowercase": True}):
+        name = next(iter(change))
+        with pytest.raises(SeqgenError, match=rf"keeps the settings it was made with, so {name}=.*cannot change"):
+            fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, max_steps=6, **{**TINY_TEXTS_RUN, **change})
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    assert fit_texts(FIRST_NAMES, tmp_path / "run", resume=True, seed=5, max_steps=6, **TINY_TEXTS_RUN).steps == 6
+
+
+def test_an_interrupted_fit_texts_run_says_to_resume_it_with_fit_texts(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in fit_texts said "continue with: seqgen-train fit --resume RUN", which refuses such a run."""
+    real = loop_module.Run._train_step
+
+    def interrupted(self: loop_module.Run, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real(self, x, y)
+
+    monkeypatch.setattr(loop_module.Run, "_train_step", interrupted)
+    with pytest.raises(loop_module.Interrupted, match=r"continue with: fit_texts\(the same texts, .*resume=True\) "
+                                                     r"\(from its checkpoint at step 2\)"):
+        fit_texts(FIRST_NAMES, tmp_path / "run", max_steps=6, checkpoint_every=2, **TINY_TEXTS_RUN)
+
+
+def test_a_fit_texts_resume_builds_the_vocabulary_by_the_runs_saved_choices(tmp_path: Path) -> None:
+    """A run made with vocab_order="codepoint" and lowercase=True, resumed without them: its vocabulary is
+    built by the saved choices, not this call's defaults (which would build another and be refused)."""
+    names = [name.capitalize() for name in FIRST_NAMES]
+    fit_texts(names, tmp_path / "run", seed=5, max_steps=3, vocab_order="codepoint", lowercase=True,
+              **TINY_TEXTS_RUN)
+    assert fit_texts(names, tmp_path / "run", resume=True, max_steps=6, **TINY_TEXTS_RUN).steps == 6
+
+
+def test_a_fit_texts_run_of_strings_saved_before_lines_resumes_and_exports_as_line_items(tmp_path: Path) -> None:
+    """Such a run (lines=False, seq_len 128, val_fraction 0.1 saved) kept those on resume: its next checkpoints
+    and its model's metadata still gave running text's seq_len and held-out fraction to line items."""
+    run = fit_texts_run_saved_before_lines(tmp_path / "run")
+    fit_texts(FIRST_NAMES, run, resume=True, max_steps=6, **TINY_TEXTS_RUN)
+    config = torch.load(run / "checkpoint.pt", weights_only=True)["config"]
+    written = seqgen.load(run / "model.onnx").info["training"]["config"]
+    for saved in (config, written):
+        assert saved["lines"] is True and saved["seq_len"] is None and saved["val_fraction"] is None
+
+
+def test_a_run_of_a_corpus_file_named_like_texts_in_memory_still_resumes(tmp_path: Path) -> None:
+    """A run was taken for one of texts in memory by its corpus name, "<texts>", which a file may have:
+    its resume was refused, naming fit_texts. The saved config (no corpus file, no preset) tells them apart."""
+    corpus = tmp_path / "<texts>"
+    corpus.write_text("\n".join(FIRST_NAMES) + "\n", encoding="utf-8")
+    options = {"corpus": [str(corpus)], "out": str(tmp_path / "run"), "lines": True, **TINY_TEXTS_RUN}
+    train(TrainConfig(max_steps=3, **options))  # type: ignore[arg-type]
+    assert train(TrainConfig(max_steps=6, **options), resume=True).steps == 6  # type: ignore[arg-type]
 
 
 def test_val_fraction_belongs_to_running_text_alone(tmp_path: Path) -> None:

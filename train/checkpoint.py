@@ -46,6 +46,16 @@ def load_run(path: str | Path) -> dict[str, object]:
     return payload
 
 
+def run_config(saved: dict[str, object], **changes: object) -> TrainConfig:
+    """A checkpoint's config, with `changes`, as it is read today: a fit_texts run of strings saved before it
+    recorded lines=True (with running text's seq_len 128 and val_fraction 0.1) reads as the line-item run its
+    corpus says it is, so a resume or an export does not write those into the model."""
+    config = {**saved["config"], **changes}  # type: ignore[dict-item]
+    if saved["corpus"]["line_items"] and not config.get("lines"):  # type: ignore[index]
+        config.update(lines=True, seq_len=None, val_fraction=None)
+    return TrainConfig.from_dict(config)
+
+
 def load(path: str | Path) -> dict[str, object]:
     """Read a checkpoint with weights_only=True and check each part it holds; a corrupt, foreign or
     malformed file is one clear error (load_run also requires every part)."""

@@ -13,6 +13,7 @@ Three shapes of data, one example format (targets of -1 are ignored by the loss)
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,14 @@ class Items:
 
 IN_MEMORY = "<texts>"
 """The corpus name of a run trained on texts in memory (fit_texts): there is no file to read them again from."""
+
+
+def texts_sha256(texts: Sequence[str] | Sequence[tuple[str, str]]) -> str:
+    """The sha256 of texts in memory, in order, strings told from pairs: what a resumed fit_texts run checks
+    it is given again (the vocabulary alone passes other items of the same characters)."""
+    return hashlib.sha256(json.dumps([list(t) if isinstance(t, tuple) else t for t in texts]).encode()).hexdigest()
+
+
 Batchable = Examples | Items
 """What `batches` draws from: padded examples, or line items padded per batch."""
 

@@ -235,7 +235,7 @@ def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, TrainConfig, d
     today (what an older run's saved fields mean) and the checkpoint."""
     path = checkpoint.run_file(run, checkpoint.BEST)
     saved = checkpoint.load_run(path)
-    config = TrainConfig.from_dict(saved["config"])
+    config = checkpoint.run_config(saved)
     vocab = Vocabulary.from_json(saved["vocab"])
     model = CharRNN(vocab.size, config.cell, config.embedding, config.hidden, config.layers)
     checkpoint.restore(model, saved["model"], path, "it is damaged or edited; restore it or train again")

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from .data import (
     length_groups,
     pairs,
     steps_per_epoch,
+    texts_sha256,
 )
 from .export import export_run
 from .files import append_line, atomic_write, finite_number, read_jsonl
@@ -147,6 +148,20 @@ def sample_text(model: CharRNN, vocab: Vocabulary, line_items: bool, length: int
     return vocab.decode(out)
 
 
+def check_same_source(out: Path, saved: dict[str, object], dataset: Dataset | None) -> None:
+    """A resume draws from where its run drew: texts in memory through fit_texts again (nothing else holds
+    them), corpus files or a preset through seqgen-train fit --resume (or train). A run of texts in memory is
+    told by its config, which names no corpus file and no preset (a corpus file may be named "<texts>")."""
+    made = saved["config"]
+    in_memory = not made.get("corpus") and not made.get("preset")  # type: ignore[attr-defined]
+    if in_memory and dataset is None:
+        raise SeqgenError(f"the run in {out} was trained on texts in memory; resume it from Python with "
+                          "fit_texts(the same texts, out, resume=True)")
+    if not in_memory and dataset is not None:
+        raise SeqgenError(f"the run in {out} was trained on {saved['corpus']['name']}, not on texts in memory; "  # type: ignore[index]
+                          f"resume it with seqgen-train fit --resume {out}")
+
+
 class Run:
     """One training run's state: model, optimiser, position in the data, best result so far."""
 
@@ -169,25 +184,31 @@ class Run:
             given = {k: v for k in RESUME_OPTIONS if (v := getattr(config, k)) is not None and v != "auto"}
             if config.corpus and not config.preset:
                 given["corpus"] = list(config.corpus)
-            config = TrainConfig.from_dict({**saved["config"], **given, "out": str(self.out)})
+            config = checkpoint.run_config(saved, **given, out=str(self.out))
         self.config = config
         if config.threads:
             checks.integer("--threads", config.threads, 1, usable_cpus())  # this machine's limit
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.device = pick_device(config.device)
-        if saved is not None and dataset is None and saved["corpus"]["name"] == IN_MEMORY:
-            raise SeqgenError(f"the run in {self.out} was trained on texts in memory; resume it from Python with "
-                              "fit_texts(the same texts, out, resume=True)")
+        if saved is not None:
+            check_same_source(self.out, saved, dataset)
         self.data = dataset or build_dataset(config)
+        self.in_memory = dataset is not None  # texts given by fit_texts, resumed by it alone
         made_from = saved["corpus"] if saved is not None else {}
         if made_from.get("sha256") and self.data.sha256 and made_from["sha256"] != self.data.sha256:
+            same = "the same texts, in the same order" if self.in_memory else "the same text"
             raise SeqgenError(f"checkpoint in {self.out} was made from another corpus ({made_from['name']}, "
                               f"sha256 {made_from['sha256'][:12]}..., not {self.data.sha256[:12]}...); resume "
-                              "with the same text, or start a new run in another folder")
+                              f"with {same}, or start a new run in another folder")
         if saved is not None and saved["vocab"] != self.data.vocab.to_json():
             raise SeqgenError(f"checkpoint in {self.out} was made with another vocabulary or corpus; "
                               "resume with the same corpus, or start a new run in another folder")
+        if saved is not None and made_from["line_items"] != self.data.line_items:  # a run saved with no sha256
+            kinds = {True: "line items (strings)", False: "running text or (input, target) pairs"}
+            raise SeqgenError(f"checkpoint in {self.out} was made from {kinds[bool(made_from['line_items'])]}, not "
+                              f"{kinds[self.data.line_items]}; resume with the same texts, or start a new run in "
+                              "another folder")
         self.model = CharRNN(self.data.vocab.size, config.cell, config.embedding, config.hidden, config.layers,
                              config.dropout, config.forget_bias, config.output_dropout).to(self.device)
         if config.precision == "bf16":
@@ -263,8 +284,10 @@ class Run:
     def resume_hint(self) -> str:
         """The line for a run stopped by Ctrl-C: how to go on, true to what was saved."""
         if checkpoint.LATEST in self.saved_steps:
-            return (f"Interrupted; continue with: seqgen-train fit --resume {self.out} (from its checkpoint at "
-                    f"step {self.saved_steps[checkpoint.LATEST]})")
+            how = (f"fit_texts(the same texts, {str(self.out)!r}, resume=True)" if self.in_memory
+                   else f"seqgen-train fit --resume {self.out}")
+            return (f"Interrupted; continue with: {how} (from its checkpoint at step "
+                    f"{self.saved_steps[checkpoint.LATEST]})")
         return f"Interrupted before the run's first checkpoint, so it cannot be resumed; {self.left_behind()}"
 
     def payload(self) -> dict[str, object]:
@@ -501,6 +524,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     new run's first checkpoint). `dataset` replaces the corpus named by the config (used by `fit_texts`).
     Ctrl-C raises `Interrupted`, whose message says what the folder holds.
     """
+    if resume and overwrite:  # the CLI refuses --resume --overwrite by their flags' names
+        raise SeqgenError("resume=True continues the run in its folder and overwrite=True replaces it; choose one")
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     if distributed and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and config.device in ("auto", "cuda") else "gloo"
@@ -522,7 +547,12 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             torch.distributed.destroy_process_group()
 
 
-def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path, *, overwrite: bool = False,
+def _is_pair(text: object) -> bool:
+    """An (input, target) pair as fit_texts takes it: a tuple of two strings."""
+    return isinstance(text, tuple) and len(text) == 2 and all(isinstance(part, str) for part in text)
+
+
+def fit_texts(texts: Iterable[str] | Iterable[tuple[str, str]], out: str | Path, *, overwrite: bool = False,
               resume: bool = False, **options: object) -> Result:
     """Train on texts in memory: strings are line items (makemore style); (input, target) pairs are
     next-character tasks. Options are TrainConfig fields; `overwrite` and `resume` as for train (a resumed
@@ -535,18 +565,29 @@ def fit_texts(texts: Sequence[str] | Sequence[tuple[str, str]], out: str | Path,
         if options.get(name) or (name == "lines" and name in options):
             raise SeqgenError(f"fit_texts trains on the texts it is given, so {name}= does not apply; drop it "
                               "(train(TrainConfig(...)) trains on corpus files or a preset)")
-    if not texts or not (all(isinstance(t, str) for t in texts) or all(isinstance(t, tuple) for t in texts)):
-        raise SeqgenError("fit_texts takes a non-empty list of strings, or of (input, target) pairs")
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+        raise SeqgenError("fit_texts takes a list of strings, or of (input, target) pairs, not a "
+                          f"{type(texts).__name__}; pass [text] for one item, or text.splitlines() for its lines")
+    texts = list(texts)  # a generator is read once, and items are indexed below
+    if not texts or not (all(isinstance(t, str) for t in texts) or all(_is_pair(t) for t in texts)):
+        raise SeqgenError("fit_texts takes a non-empty list of strings, or of (input, target) pairs of strings")
     items = isinstance(texts[0], str)
     config = TrainConfig(out=str(out), lines=items, **options)  # type: ignore[arg-type]
     # the data is cut by the run's own choices: a resumed run's saved ones, not this call's defaults
-    made = TrainConfig.from_dict(checkpoint.load_run(Path(out) / checkpoint.LATEST)["config"]) if resume else config
+    made = checkpoint.run_config(checkpoint.load_run(Path(out) / checkpoint.LATEST)) if resume else config
+    changed = [f"{name}={getattr(config, name)!r} (the run's: {getattr(made, name)!r})" for name in options
+               if name not in RESUME_OPTIONS and getattr(config, name) != getattr(made, name)]
+    if changed:  # given again unchanged is fine: the same call with resume=True added
+        raise SeqgenError(f"a resumed run keeps the settings it was made with, so {', '.join(changed)} cannot change; "
+                          f"drop {'it' if len(changed) == 1 else 'them'} (a resume takes only "
+                          f"{', '.join(sorted(RESUME_OPTIONS))})")
     if items:
         vocab = Vocabulary.fit([t for t in texts if t], order=made.vocab_order, lowercase=made.lowercase)
-        dataset = item_dataset(list(texts), seed=made.seed, vocab=vocab)  # type: ignore[arg-type]
+        dataset = item_dataset(list(texts), seed=made.seed, vocab=vocab,  # type: ignore[arg-type]
+                               sha256=texts_sha256(texts))
     else:
         sources = [s for pair in texts for s in pair]
         vocab = Vocabulary.fit(sources, order=made.vocab_order, lowercase=made.lowercase)
         examples = pairs(vocab, texts)  # type: ignore[arg-type]
-        dataset = Dataset(vocab, examples, examples, False, examples.inputs.shape[1])
+        dataset = Dataset(vocab, examples, examples, False, examples.inputs.shape[1], IN_MEMORY, texts_sha256(texts))
     return train(config, resume=resume, overwrite=overwrite, dataset=dataset)
