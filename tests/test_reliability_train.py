@@ -136,8 +136,9 @@ def test_a_folder_that_holds_any_run_file_is_refused_by_a_new_run(corpus: Path, 
     assert "--resume" in str(caught.value) and "--overwrite" in str(caught.value) and name in str(caught.value)
     assert_one_line(seqgen_train("fit", corpus, "--out", out, "--no-progress"), "already holds a run", "--resume",
                     "--overwrite")
-    with pytest.raises(SeqgenError, match="already holds a run"):
+    with pytest.raises(SeqgenError, match="already holds a run") as caught:  # from Python: the keywords too
         fit_texts(NAMES, out, max_steps=2, progress=False)
+    assert "resume=True" in str(caught.value) and "overwrite=True" in str(caught.value)
     assert contents(out) == before
 
 

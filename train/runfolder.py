@@ -33,9 +33,9 @@ def previous_run(out: Path, *, overwrite: bool) -> list[str]:
         raise SeqgenError(f"--out {out} is a file, not a folder; give a folder for the run")
     found = [name for name in RUN_FILES if (out / name).is_file()]
     if found and not overwrite:
-        raise SeqgenError(f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out}, "
-                          "replace it with --overwrite (its files stay until the new run saves its first "
-                          "checkpoint), or choose another --out")
+        raise SeqgenError(f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out} (from "
+                          "Python: resume=True), replace it with --overwrite (overwrite=True; its files stay until "
+                          "the new run saves its first checkpoint), or choose another --out")
     return found
 
 
