@@ -253,6 +253,25 @@ def test_export_never_replaces_a_file_that_is_not_a_seqgen_model(finished: Path,
     assert seqgen_train("export", finished, "--out", again).exit_code == 0
 
 
+def test_export_into_a_folder_where_a_run_still_trains_is_refused(finished: Path, tmp_path: Path) -> None:
+    """An export into a folder that a training process holds was written over by that run's own model.onnx
+    (or wrote over it) when the run ended; it is refused, as a resume into that folder is."""
+    import fcntl
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    held = os.open(busy, os.O_RDONLY)  # as a training process holds its folder
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for args in ([], ["--quantize", "int8"]):
+            assert_one_line(seqgen_train("export", finished, "--out", busy / "model.onnx", *args), str(busy),
+                            "in use by another seqgen-train process")
+        assert list(busy.iterdir()) == []
+    finally:
+        os.close(held)
+    assert seqgen_train("export", finished, "--out", busy / "model.onnx").exit_code == 0  # free again: written
+
+
 @pytest.mark.parametrize("kind", ["folder", "fifo", "link to /dev/full"])
 def test_nothing_is_written_over_what_is_not_a_regular_file(finished: Path, tmp_path: Path, kind: str) -> None:
     target = tmp_path / "target"

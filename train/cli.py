@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -183,15 +184,18 @@ def fit(corpus: tuple[str, ...], resume: str | None, overwrite: bool, **given: o
 def export(run: str, out: str, quantize: str | None) -> None:
     """Export a run's best weights (RUN folder or checkpoint) to one .onnx file."""
     from .export import export_run
+    from .runfolder import held
 
-    if not quantize:
-        path = export_run(run, out)
-        click.echo(json.dumps({"model": str(path), "bytes": path.stat().st_size, "quantization": "none"}))
-        return
-    from .quantize import quantize_int8
+    folder = Path(out).parent  # a run training there would write its own model.onnx over this one: refused
+    with held(folder) if folder.is_dir() else contextlib.nullcontext():
+        if not quantize:
+            path = export_run(run, out)
+            click.echo(json.dumps({"model": str(path), "bytes": path.stat().st_size, "quantization": "none"}))
+            return
+        from .quantize import quantize_int8
 
-    with tempfile.TemporaryDirectory() as folder:  # the float model, to quantize and compare with
-        report = quantize_int8(export_run(run, Path(folder) / "float.onnx"), out)
+        with tempfile.TemporaryDirectory() as scratch:  # the float model, to quantize and compare with
+            report = quantize_int8(export_run(run, Path(scratch) / "float.onnx"), out)
     click.echo(json.dumps({"model": out, "bytes": report["int8_bytes"], "quantization": "int8",
                            **{k: v for k, v in report.items() if k != "quantized"}}))
 

@@ -50,8 +50,9 @@ def retire(out: Path, names: list[str], keep: str) -> None:
 @contextlib.contextmanager
 def held(out: Path) -> Iterator[None]:
     """Make the run folder and hold it (an flock on the folder, released when the process ends however it
-    ends) while this process trains in it: a resume or an --overwrite started while the run still trains is
-    refused before it changes anything, instead of interleaving its checkpoints and log with the run's."""
+    ends) while this process trains or exports into it: a resume, an --overwrite or an export into the folder
+    started while a run still trains there is refused before it changes anything, instead of interleaving its
+    files with the run's."""
     with reported(out):
         out.mkdir(parents=True, exist_ok=True)
         folder = os.open(out, os.O_RDONLY)
@@ -61,7 +62,7 @@ def held(out: Path) -> Iterator[None]:
                 fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise SeqgenError(f"{out} is in use by another seqgen-train process; wait for it to finish (or stop "
-                                  f"it), then resume, or choose another --out") from None
+                                  f"it), then try again, or choose another --out") from None
         yield
     finally:
         os.close(folder)
