@@ -95,6 +95,9 @@ _FIT_OPTIONS = [
     click.option("--log-every", type=click.IntRange(1), help="Log the training loss every N steps (default 10)."),
     click.option("--patience", type=click.IntRange(1), help="Stop after N evaluations without improvement."),
     click.option("--checkpoint-every", type=click.IntRange(1), help="Checkpoint every N steps (default: eval)."),
+    click.option("--keep-checkpoints", is_flag=True, default=None,
+                 help="Also keep each checkpoint's weights in RUN/kept/ (one file the size of the weights per "
+                      "checkpoint), so that export --average can average them."),
     click.option("--samples", type=click.IntRange(0), help="Samples printed at each evaluation."),
     click.option("--seed", type=int),
     click.option("--device", type=click.Choice(DEVICES)),
@@ -181,7 +184,10 @@ def fit(corpus: tuple[str, ...], resume: str | None, overwrite: bool, **given: o
 @click.argument("run", type=click.Path(exists=True))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
 @click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization (smaller, faster).")
-def export(run: str, out: str, quantize: str | None) -> None:
+@click.option("--average", type=click.IntRange(1), default=1, show_default=True,
+              help="Average the weights of this many checkpoints kept by --keep-checkpoints, those nearest the "
+                   "best step.")
+def export(run: str, out: str, quantize: str | None, average: int) -> None:
     """Export a run's best weights (RUN folder or checkpoint) to one .onnx file."""
     from .export import export_run
     from .runfolder import held
@@ -189,13 +195,13 @@ def export(run: str, out: str, quantize: str | None) -> None:
     folder = Path(out).parent  # a run training there would write its own model.onnx over this one: refused
     with held(folder) if folder.is_dir() else contextlib.nullcontext():
         if not quantize:
-            path = export_run(run, out)
+            path = export_run(run, out, average=average)
             click.echo(json.dumps({"model": str(path), "bytes": path.stat().st_size, "quantization": "none"}))
             return
         from .quantize import quantize_int8
 
         with tempfile.TemporaryDirectory() as scratch:  # the float model, to quantize and compare with
-            report = quantize_int8(export_run(run, Path(scratch) / "float.onnx"), out)
+            report = quantize_int8(export_run(run, Path(scratch) / "float.onnx", average=average), out)
     click.echo(json.dumps({"model": out, "bytes": report["int8_bytes"], "quantization": "int8",
                            **{k: v for k, v in report.items() if k != "quantized"}}))
 

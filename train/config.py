@@ -86,6 +86,7 @@ class TrainConfig:
     log_every: int = 10
     patience: int | None = None
     checkpoint_every: int | None = None
+    keep_checkpoints: bool = False  # each checkpoint's weights also kept in RUN/kept/, for export --average
     samples: int = 2
     # machine
     seed: int = 1337

@@ -38,7 +38,7 @@ from seqgen.modelfile import (
 )
 from seqgen.vocab import Vocabulary
 
-from . import checkpoint
+from . import checkpoint, runfolder
 from .config import TrainConfig
 from .files import atomic_write
 from .models import CharRNN
@@ -242,10 +242,39 @@ def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, TrainConfig, d
     return model.eval(), vocab, config, saved
 
 
-def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None) -> Path:
-    """Export a run's best weights to one .onnx file, with the training facts in its metadata."""
+def averaged_weights(run: str | Path, count: int, around: int) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """The mean of the `count` weights a run kept (--keep-checkpoints) whose steps lie nearest `around` (its
+    best step), with those steps: averaging the checkpoints about the best smooths out the last steps' noise."""
+    folder = checkpoint.run_file(run, checkpoint.BEST).parent
+    kept = runfolder.kept_files(folder)
+    if not kept:
+        raise SeqgenError(f"{folder} kept no checkpoints to average; train it with --keep-checkpoints, or export "
+                          "without --average")
+    if count > len(kept):
+        raise SeqgenError(f"--average {count} needs {count} kept checkpoints and {folder} kept {len(kept)}; "
+                          f"give at most {len(kept)}")
+    steps = sorted(sorted(kept, key=lambda step: (abs(step - around), step))[:count])
+    total: dict[str, torch.Tensor] = {}
+    for step in steps:
+        weights = checkpoint.load(kept[step]).get("model")
+        if not weights or (total and weights.keys() != total.keys()):  # type: ignore[union-attr]
+            raise SeqgenError(f"{kept[step]} holds no weights of this run; remove it, or export without --average")
+        for name, tensor in weights.items():  # type: ignore[union-attr]
+            total[name] = total.get(name, 0) + tensor.double()
+    return {name: (tensor / len(steps)).float() for name, tensor in total.items()}, steps
+
+
+def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None, average: int = 1) -> Path:
+    """Export a run's best weights to one .onnx file, with the training facts in its metadata; with `average`
+    above 1, the mean of that many kept checkpoints' weights about the best step instead."""
     model, vocab, config, saved = load_run_model(run)
     corpus = saved["corpus"]
+    averaged: dict[str, object] = {}
+    if average > 1:
+        weights, steps = averaged_weights(run, average, int(saved["best_step"]))
+        checkpoint.restore(model, weights, checkpoint.run_file(run, checkpoint.BEST), "remove the files of "
+                           "another model from its kept folder")
+        averaged = {"averaged_steps": steps}
     training = {
         "corpus": corpus["name"],
         "corpus_sha256": corpus["sha256"],
@@ -255,6 +284,7 @@ def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None
         "training": {"config": config.to_dict(), "seconds": round(seconds if seconds is not None
                                                                 else float(saved["elapsed"]), 1),
                      "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"},
+        **averaged,
     }
     export_onnx(model, vocab, out, line_items=bool(corpus["line_items"]), training=training)
     return Path(out)

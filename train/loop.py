@@ -266,6 +266,8 @@ class Run:
                 runfolder.retire(self.out, self.replacing, keep=name)
                 if self.pending_log:
                     atomic_write(self.out / runfolder.METRICS, "".join(self.pending_log).encode())
+            if name == checkpoint.LATEST and self.config.keep_checkpoints:
+                runfolder.keep(self.out, self.step, payload["model"])  # type: ignore[arg-type]
         self.replacing, self.pending_log = [], []
         self.saved_steps[name] = self.step
 

@@ -24,6 +24,28 @@ except ImportError:  # Windows: no flock, the folder is not held
 METRICS, MODEL, PLOT = "metrics.jsonl", "model.onnx", "loss.png"
 RUN_FILES = (checkpoint.LATEST, checkpoint.BEST, MODEL, METRICS, PLOT)
 """What a run writes in its folder; any of them there means the folder holds a run."""
+KEPT = "kept"
+"""The folder of a run's kept weights (--keep-checkpoints), one file per checkpoint, named by kept_name."""
+
+
+def kept_name(step: int) -> str:
+    return f"step-{step:07d}.pt"
+
+
+def kept_files(out: Path) -> dict[int, Path]:
+    """The weights a run kept, by step; only files named as the run names them."""
+    folder = out / KEPT
+    if not folder.is_dir():
+        return {}
+    return {int(path.stem[5:]): path for path in folder.glob("step-*.pt")
+            if path.stem[5:].isdigit() and path.name == kept_name(int(path.stem[5:])) and path.is_file()}
+
+
+def keep(out: Path, step: int, weights: dict[str, object]) -> None:
+    """Keep a checkpoint's weights as RUN/kept/step-N.pt (--keep-checkpoints), for export --average."""
+    with reported(out / KEPT):
+        (out / KEPT).mkdir(exist_ok=True)
+    checkpoint.save(out / KEPT / kept_name(step), {"step": step, "model": weights})
 
 
 def previous_run(out: Path, *, overwrite: bool) -> list[str]:
@@ -31,7 +53,7 @@ def previous_run(out: Path, *, overwrite: bool) -> list[str]:
     `overwrite` a folder that holds a run is refused (nothing is changed)."""
     if out.exists() and not out.is_dir():
         raise SeqgenError(f"--out {out} is a file, not a folder; give a folder for the run")
-    found = [name for name in RUN_FILES if (out / name).is_file()]
+    found = [name for name in RUN_FILES if (out / name).is_file()] + ([KEPT] if kept_files(out) else [])
     if found and not overwrite:
         raise SeqgenError(f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out} (from "
                           "Python: resume=True), replace it with --overwrite (overwrite=True; its files stay until "
@@ -42,7 +64,11 @@ def previous_run(out: Path, *, overwrite: bool) -> list[str]:
 def retire(out: Path, names: list[str], keep: str) -> None:
     """Remove an old run's files once the new run has saved `keep` (which replaced its namesake)."""
     for name in names:
-        if name != keep:
+        if name == KEPT:  # only the files the old run kept; anything else put there stays
+            for path in kept_files(out).values():
+                with reported(path):
+                    path.unlink(missing_ok=True)
+        elif name != keep:
             with reported(out / name):
                 (out / name).unlink(missing_ok=True)
 
