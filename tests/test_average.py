@@ -108,3 +108,23 @@ def test_overwrite_retires_the_old_runs_kept_weights_and_resume_keeps_keeping(co
     train(config(corpus, again, keep_checkpoints=True, max_steps=4))
     train(TrainConfig(out=str(again), max_steps=8), resume=True)
     assert sorted(kept_files(again)) == [2, 4, 6, 8]
+
+
+@pytest.mark.parametrize("which", ["one", "all"])
+def test_kept_weights_of_another_model_are_one_line_naming_the_kept_file(corpus: Path, kept_run: Path,
+                                                                         tmp_path: Path, which: str) -> None:
+    """A kept file of another shape (another --hidden) among the averaged was an internal error (tensors of
+    different sizes added) when one of several was foreign, and blamed best.pt when all were."""
+    import shutil
+
+    other = tmp_path / "other"
+    train(config(corpus, other, keep_checkpoints=True, hidden=24, max_steps=4))
+    run = tmp_path / "run"
+    shutil.copytree(kept_run, run)
+    foreign = [6] if which == "one" else [2, 4, 6, 8, 10]
+    for step in foreign:
+        shutil.copy(kept_files(other)[4], kept_files(run)[step])
+    result = seqgen_train("export", run, "--out", tmp_path / "m.onnx", "--average", "5")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert "kept" in result.stderr and "step-00000" in result.stderr and "best.pt" not in result.stderr
+    assert not (tmp_path / "m.onnx").exists()
