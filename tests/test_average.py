@@ -128,3 +128,15 @@ def test_kept_weights_of_another_model_are_one_line_naming_the_kept_file(corpus:
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
     assert "kept" in result.stderr and "step-00000" in result.stderr and "best.pt" not in result.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_keep_checkpoints_where_kept_is_a_file_is_refused_before_training(corpus: Path, tmp_path: Path) -> None:
+    """It failed at the run's first checkpoint ("cannot write RUN/kept: File exists"), after training to it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / KEPT).write_text("mine", encoding="utf-8")
+    result = seqgen_train("fit", corpus, "--out", out, "--keep-checkpoints", "--max-steps", "4", "--hidden", "16",
+                          "--checkpoint-every", "2", "--samples", "0", "--device", "cpu", "--threads", "1")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert str(out / KEPT) in result.stderr and "--keep-checkpoints" in result.stderr, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [KEPT] and (out / KEPT).read_text(encoding="utf-8") == "mine"
