@@ -140,3 +140,21 @@ def test_keep_checkpoints_where_kept_is_a_file_is_refused_before_training(corpus
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
     assert str(out / KEPT) in result.stderr and "--keep-checkpoints" in result.stderr, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [KEPT] and (out / KEPT).read_text(encoding="utf-8") == "mine"
+
+
+def test_a_kept_file_of_non_finite_weights_is_one_line(kept_run: Path, tmp_path: Path) -> None:
+    """A kept file whose weights hold a NaN (edited or damaged, yet loadable) was averaged into a model that
+    exported and scored NaN, with no word said."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(kept_run, run)
+    path = kept_files(run)[10]
+    payload = torch.load(path, weights_only=True)
+    name = next(iter(payload["model"]))
+    payload["model"][name] = payload["model"][name].clone().fill_(float("nan"))
+    torch.save(payload, path)
+    result = seqgen_train("export", run, "--out", tmp_path / "m.onnx", "--average", "5")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert path.name in result.stderr and "not finite" in result.stderr, result.stderr
+    assert not (tmp_path / "m.onnx").exists()

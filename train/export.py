@@ -263,6 +263,9 @@ def averaged_weights(run: str | Path, count: int, around: int, like: dict[str, t
         if not weights or (reference and (weights.keys() != reference.keys() or any(  # type: ignore[union-attr]
                 weights[name].shape != tensor.shape for name, tensor in reference.items()))):  # type: ignore[index]
             raise SeqgenError(f"{kept[step]} holds no weights of this run; remove it, or export without --average")
+        if not all(torch.isfinite(tensor).all() for tensor in weights.values()):  # type: ignore[union-attr]
+            raise SeqgenError(f"{kept[step]} holds weights that are not finite (a damaged or edited file), which would "
+                              "make the average NaN; remove it, or export without --average")
         for name, tensor in weights.items():  # type: ignore[union-attr]
             total[name] = total.get(name, 0) + tensor.double()
     return {name: (tensor / len(steps)).float() for name, tensor in total.items()}, steps
