@@ -108,3 +108,53 @@ def test_overwrite_retires_the_old_runs_kept_weights_and_resume_keeps_keeping(co
     train(config(corpus, again, keep_checkpoints=True, max_steps=4))
     train(TrainConfig(out=str(again), max_steps=8), resume=True)
     assert sorted(kept_files(again)) == [2, 4, 6, 8]
+
+
+@pytest.mark.parametrize("which", ["one", "all"])
+def test_kept_weights_of_another_model_are_one_line_naming_the_kept_file(corpus: Path, kept_run: Path,
+                                                                         tmp_path: Path, which: str) -> None:
+    """A kept file of another shape (another --hidden) among the averaged was an internal error (tensors of
+    different sizes added) when one of several was foreign, and blamed best.pt when all were."""
+    import shutil
+
+    other = tmp_path / "other"
+    train(config(corpus, other, keep_checkpoints=True, hidden=24, max_steps=4))
+    run = tmp_path / "run"
+    shutil.copytree(kept_run, run)
+    foreign = [6] if which == "one" else [2, 4, 6, 8, 10]
+    for step in foreign:
+        shutil.copy(kept_files(other)[4], kept_files(run)[step])
+    result = seqgen_train("export", run, "--out", tmp_path / "m.onnx", "--average", "5")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert "kept" in result.stderr and "step-00000" in result.stderr and "best.pt" not in result.stderr
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_keep_checkpoints_where_kept_is_a_file_is_refused_before_training(corpus: Path, tmp_path: Path) -> None:
+    """It failed at the run's first checkpoint ("cannot write RUN/kept: File exists"), after training to it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / KEPT).write_text("mine", encoding="utf-8")
+    result = seqgen_train("fit", corpus, "--out", out, "--keep-checkpoints", "--max-steps", "4", "--hidden", "16",
+                          "--checkpoint-every", "2", "--samples", "0", "--device", "cpu", "--threads", "1")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert str(out / KEPT) in result.stderr and "--keep-checkpoints" in result.stderr, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [KEPT] and (out / KEPT).read_text(encoding="utf-8") == "mine"
+
+
+def test_a_kept_file_of_non_finite_weights_is_one_line(kept_run: Path, tmp_path: Path) -> None:
+    """A kept file whose weights hold a NaN (edited or damaged, yet loadable) was averaged into a model that
+    exported and scored NaN, with no word said."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(kept_run, run)
+    path = kept_files(run)[10]
+    payload = torch.load(path, weights_only=True)
+    name = next(iter(payload["model"]))
+    payload["model"][name] = payload["model"][name].clone().fill_(float("nan"))
+    torch.save(payload, path)
+    result = seqgen_train("export", run, "--out", tmp_path / "m.onnx", "--average", "5")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert path.name in result.stderr and "not finite" in result.stderr, result.stderr
+    assert not (tmp_path / "m.onnx").exists()

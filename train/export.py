@@ -242,9 +242,11 @@ def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, TrainConfig, d
     return model.eval(), vocab, config, saved
 
 
-def averaged_weights(run: str | Path, count: int, around: int) -> tuple[dict[str, torch.Tensor], list[int]]:
+def averaged_weights(run: str | Path, count: int, around: int, like: dict[str, torch.Tensor] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], list[int]]:
     """The mean of the `count` weights a run kept (--keep-checkpoints) whose steps lie nearest `around` (its
-    best step), with those steps: averaging the checkpoints about the best smooths out the last steps' noise."""
+    best step), with those steps: averaging the checkpoints about the best smooths out the last steps' noise.
+    Each kept file must hold the names and shapes of `like` (the run's model), else of the first one read."""
     folder = checkpoint.run_file(run, checkpoint.BEST).parent
     kept = runfolder.kept_files(folder)
     if not kept:
@@ -257,8 +259,13 @@ def averaged_weights(run: str | Path, count: int, around: int) -> tuple[dict[str
     total: dict[str, torch.Tensor] = {}
     for step in steps:
         weights = checkpoint.load(kept[step]).get("model")
-        if not weights or (total and weights.keys() != total.keys()):  # type: ignore[union-attr]
+        reference = like if like is not None else total
+        if not weights or (reference and (weights.keys() != reference.keys() or any(  # type: ignore[union-attr]
+                weights[name].shape != tensor.shape for name, tensor in reference.items()))):  # type: ignore[index]
             raise SeqgenError(f"{kept[step]} holds no weights of this run; remove it, or export without --average")
+        if not all(torch.isfinite(tensor).all() for tensor in weights.values()):  # type: ignore[union-attr]
+            raise SeqgenError(f"{kept[step]} holds weights that are not finite (a damaged or edited file), which would "
+                              "make the average NaN; remove it, or export without --average")
         for name, tensor in weights.items():  # type: ignore[union-attr]
             total[name] = total.get(name, 0) + tensor.double()
     return {name: (tensor / len(steps)).float() for name, tensor in total.items()}, steps
@@ -271,7 +278,7 @@ def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None
     corpus = saved["corpus"]
     averaged: dict[str, object] = {}
     if average > 1:
-        weights, steps = averaged_weights(run, average, int(saved["best_step"]))
+        weights, steps = averaged_weights(run, average, int(saved["best_step"]), like=model.state_dict())
         checkpoint.restore(model, weights, checkpoint.run_file(run, checkpoint.BEST), "remove the files of "
                            "another model from its kept folder")
         averaged = {"averaged_steps": steps}

@@ -186,6 +186,11 @@ class Run:
                 given["corpus"] = list(config.corpus)
             config = checkpoint.run_config(saved, **given, out=str(self.out))
         self.config = config
+        kept = self.out / runfolder.KEPT
+        if config.keep_checkpoints and self.main and (kept.exists() or kept.is_symlink()) and not kept.is_dir():
+            # found only at the first checkpoint, after the steps before it had been trained
+            raise SeqgenError(f"{kept} is not a folder, and --keep-checkpoints keeps the checkpoints' weights in a "
+                              "folder of that name; move it away, or train without --keep-checkpoints")
         if config.threads:
             checks.integer("--threads", config.threads, 1, usable_cpus())  # this machine's limit
             torch.set_num_threads(config.threads)
