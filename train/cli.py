@@ -193,7 +193,8 @@ def export(run: str, out: str, quantize: str | None, average: int) -> None:
     from .runfolder import held
 
     folder = Path(out).parent  # a run training there would write its own model.onnx over this one: refused
-    with held(folder) if folder.is_dir() else contextlib.nullcontext():
+    # a folder this user cannot read cannot be held, by a run either: no run of theirs trains there
+    with held(folder) if folder.is_dir() and os.access(folder, os.R_OK) else contextlib.nullcontext():
         if not quantize:
             path = export_run(run, out, average=average)
             click.echo(json.dumps({"model": str(path), "bytes": path.stat().st_size, "quantization": "none"}))

@@ -242,11 +242,11 @@ def load_run_model(run: str | Path) -> tuple[CharRNN, Vocabulary, TrainConfig, d
     return model.eval(), vocab, config, saved
 
 
-def averaged_weights(run: str | Path, count: int, around: int, like: dict[str, torch.Tensor] | None = None
+def averaged_weights(run: str | Path, count: int, saved: dict[str, object], like: dict[str, torch.Tensor]
                      ) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """The mean of the `count` weights a run kept (--keep-checkpoints) whose steps lie nearest `around` (its
-    best step), with those steps: averaging the checkpoints about the best smooths out the last steps' noise.
-    Each kept file must hold the names and shapes of `like` (the run's model), else of the first one read."""
+    """The mean of the `count` weights a run kept (--keep-checkpoints) whose steps lie nearest its best step
+    (`saved`: its best checkpoint), with those steps: averaging the checkpoints about the best smooths out the
+    last steps' noise. Each kept file must come from the same corpus and hold the names and shapes of `like`."""
     folder = checkpoint.run_file(run, checkpoint.BEST).parent
     kept = runfolder.kept_files(folder)
     if not kept:
@@ -255,13 +255,15 @@ def averaged_weights(run: str | Path, count: int, around: int, like: dict[str, t
     if count > len(kept):
         raise SeqgenError(f"--average {count} needs {count} kept checkpoints and {folder} kept {len(kept)}; "
                           f"give at most {len(kept)}")
+    around = int(saved["best_step"])  # type: ignore[call-overload]
     steps = sorted(sorted(kept, key=lambda step: (abs(step - around), step))[:count])
     total: dict[str, torch.Tensor] = {}
     for step in steps:
-        weights = checkpoint.load(kept[step]).get("model")
-        reference = like if like is not None else total
-        if not weights or (reference and (weights.keys() != reference.keys() or any(  # type: ignore[union-attr]
-                weights[name].shape != tensor.shape for name, tensor in reference.items()))):  # type: ignore[index]
+        payload = checkpoint.load(kept[step])
+        weights = payload.get("model")
+        if (not weights or payload.get("corpus", saved["corpus"]) != saved["corpus"]
+                or weights.keys() != like.keys()  # type: ignore[union-attr]
+                or any(weights[name].shape != tensor.shape for name, tensor in like.items())):  # type: ignore[index]
             raise SeqgenError(f"{kept[step]} holds no weights of this run; remove it, or export without --average")
         if not all(torch.isfinite(tensor).all() for tensor in weights.values()):  # type: ignore[union-attr]
             raise SeqgenError(f"{kept[step]} holds weights that are not finite (a damaged or edited file), which would "
@@ -278,7 +280,7 @@ def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None
     corpus = saved["corpus"]
     averaged: dict[str, object] = {}
     if average > 1:
-        weights, steps = averaged_weights(run, average, int(saved["best_step"]), like=model.state_dict())
+        weights, steps = averaged_weights(run, average, saved, model.state_dict())
         checkpoint.restore(model, weights, checkpoint.run_file(run, checkpoint.BEST), "remove the files of "
                            "another model from its kept folder")
         averaged = {"averaged_steps": steps}

@@ -272,7 +272,7 @@ class Run:
                 if self.pending_log:
                     atomic_write(self.out / runfolder.METRICS, "".join(self.pending_log).encode())
             if name == checkpoint.LATEST and self.config.keep_checkpoints:
-                runfolder.keep(self.out, self.step, payload["model"])  # type: ignore[arg-type]
+                runfolder.keep(self.out, self.step, payload["model"], payload["corpus"])  # type: ignore[arg-type]
         self.replacing, self.pending_log = [], []
         self.saved_steps[name] = self.step
 

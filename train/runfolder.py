@@ -41,11 +41,12 @@ def kept_files(out: Path) -> dict[int, Path]:
             if path.stem[5:].isdigit() and path.name == kept_name(int(path.stem[5:])) and path.is_file()}
 
 
-def keep(out: Path, step: int, weights: dict[str, object]) -> None:
-    """Keep a checkpoint's weights as RUN/kept/step-N.pt (--keep-checkpoints), for export --average."""
+def keep(out: Path, step: int, weights: dict[str, object], corpus: dict[str, object]) -> None:
+    """Keep a checkpoint's weights as RUN/kept/step-N.pt (--keep-checkpoints), for export --average; the
+    corpus they were trained on goes with them, so that an export averages only this run's."""
     with reported(out / KEPT):
         (out / KEPT).mkdir(exist_ok=True)
-    checkpoint.save(out / KEPT / kept_name(step), {"step": step, "model": weights})
+    checkpoint.save(out / KEPT / kept_name(step), {"step": step, "model": weights, "corpus": corpus})
 
 
 def previous_run(out: Path, *, overwrite: bool) -> list[str]:
