@@ -261,7 +261,7 @@ def averaged_weights(run: str | Path, count: int, saved: dict[str, object], like
     for step in steps:
         payload = checkpoint.load(kept[step])
         weights = payload.get("model")
-        if (not weights or payload.get("corpus", saved["corpus"]) != saved["corpus"]
+        if (not weights or payload.get("corpus") != saved["corpus"]
                 or weights.keys() != like.keys()  # type: ignore[union-attr]
                 or any(weights[name].shape != tensor.shape for name, tensor in like.items())):  # type: ignore[index]
             raise SeqgenError(f"{kept[step]} holds no weights of this run; remove it, or export without --average")
