@@ -4,6 +4,7 @@ to 1.3987 through the runtime)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +116,6 @@ def test_kept_weights_of_another_model_are_one_line_naming_the_kept_file(corpus:
                                                                          tmp_path: Path, which: str) -> None:
     """A kept file of another shape (another --hidden) among the averaged was an internal error (tensors of
     different sizes added) when one of several was foreign, and blamed best.pt when all were."""
-    import shutil
-
     other = tmp_path / "other"
     if which == "same shapes, another corpus":  # a run of the same shape on other text: its weights are no mean of ours
         elsewhere = tmp_path / "other.txt"
@@ -150,8 +149,6 @@ def test_keep_checkpoints_where_kept_is_a_file_is_refused_before_training(corpus
 def test_a_kept_file_of_non_finite_weights_is_one_line(kept_run: Path, tmp_path: Path) -> None:
     """A kept file whose weights hold a NaN (edited or damaged, yet loadable) was averaged into a model that
     exported and scored NaN, with no word said."""
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(kept_run, run)
     path = kept_files(run)[10]

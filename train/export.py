@@ -281,8 +281,7 @@ def export_run(run: str | Path, out: str | Path, *, seconds: float | None = None
     averaged: dict[str, object] = {}
     if average > 1:
         weights, steps = averaged_weights(run, average, saved, model.state_dict())
-        checkpoint.restore(model, weights, checkpoint.run_file(run, checkpoint.BEST), "remove the files of "
-                           "another model from its kept folder")
+        model.load_state_dict(weights)  # names and shapes were checked file by file
         averaged = {"averaged_steps": steps}
     training = {
         "corpus": corpus["name"],

@@ -37,8 +37,12 @@ def kept_files(out: Path) -> dict[int, Path]:
     folder = out / KEPT
     if not folder.is_dir():
         return {}
-    return {int(path.stem[5:]): path for path in folder.glob("step-*.pt")
-            if path.stem[5:].isdigit() and path.name == kept_name(int(path.stem[5:])) and path.is_file()}
+    found = {}
+    for path in folder.glob("step-*.pt"):
+        number = path.stem.removeprefix("step-")
+        if number.isdigit() and path.name == kept_name(int(number)) and path.is_file():
+            found[int(number)] = path
+    return found
 
 
 def keep(out: Path, step: int, weights: dict[str, object], corpus: dict[str, object]) -> None:
